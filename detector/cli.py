@@ -1,0 +1,111 @@
+"""The `csf` command line. Each sub-command is a thin adapter over a module's `*_cli` function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from detector import __version__
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="csf", description="Constraint-sequence detector")
+    p.add_argument("--version", action="version", version=f"csf {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the detector service")
+    serve.add_argument("--config", help="YAML config file (default: embedded simulator + default pack)")
+    serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default 9466)")
+    serve.add_argument("--data-dir", default=None, help="state directory (default ./.csf)")
+    serve.add_argument("--pack", default=None, help="pack file (default: the built-in platform pack)")
+    serve.add_argument("--scenario", default=None, help="simulator scenario (default: sequence)")
+    serve.add_argument("--seed", type=int, default=None, help="simulator seed")
+    serve.add_argument("--speed", type=float, default=None, help="play simulated time N times faster")
+    serve.add_argument(
+        "--evaluation-interval", default=None, help="seconds or duration between evaluations (e.g. 60s, 1m)"
+    )
+    serve.add_argument("--log-level", default=None, help="debug, info, warning, error")
+
+    sim = sub.add_parser("simulate", help="play a simulated platform: write OpenMetrics or serve /metrics")
+    sim.add_argument("--scenario", default="sequence")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--days", type=float, default=None, help="days to write (default: the scenario's length)")
+    sim.add_argument("--start", default=None, help="RFC3339 start of the simulated data (default: now - days)")
+    sim.add_argument("--interval", default="60s", help="sample interval (default 60s)")
+    sim.add_argument("--output", "-o", default=None, help="OpenMetrics file to write ('-' for stdout)")
+    sim.add_argument("--serve", action="store_true", help="serve the live simulated platform on /metrics")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=9467)
+    sim.add_argument("--speed", type=float, default=1.0)
+    sim.add_argument("--list", action="store_true", help="list scenarios and exit")
+
+    bt = sub.add_parser("backtest", help="replay the evaluation over recorded data")
+    bt.add_argument("--input", help="OpenMetrics file with timestamps")
+    bt.add_argument("--prometheus-url", help="Prometheus-compatible query API base URL")
+    bt.add_argument("--pack", default=None)
+    bt.add_argument("--start", default=None, help="RFC3339 (default: data start + lookback)")
+    bt.add_argument("--end", default=None, help="RFC3339 (default: data end)")
+    bt.add_argument("--every", default="1h", help="evaluation spacing (default 1h)")
+    bt.add_argument("--lookback", default=None, help="override the pack's lookback (e.g. 7d)")
+    bt.add_argument("--format", choices=("json", "table"), default="table")
+    bt.add_argument("--output", "-o", default=None, help="write here instead of stdout")
+    bt.add_argument("--plot", default=None, help="write a PNG timeline (needs matplotlib)")
+    bt.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
+
+    pack = sub.add_parser("pack", help="constraint pack tools")
+    pack_sub = pack.add_subparsers(dest="pack_command", required=True)
+    val = pack_sub.add_parser("validate", help="validate pack files; exit 0 when all are valid")
+    val.add_argument("files", nargs="+")
+    show = pack_sub.add_parser("show", help="print the built-in default pack")
+    show.set_defaults(files=[])
+
+    rules = sub.add_parser("rules", help="Prometheus rule generation")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    gen = rules_sub.add_parser("generate", help="compile a pack into Prometheus rule files")
+    gen.add_argument("--pack", default=None)
+    gen.add_argument("--output-dir", default="rules/generated")
+    gen.add_argument("--runbook-base-url", default=None)
+
+    dash = sub.add_parser("dashboards", help="Grafana dashboard generation")
+    dash_sub = dash.add_subparsers(dest="dashboards_command", required=True)
+    dgen = dash_sub.add_parser("generate", help="compile a pack into a Grafana dashboard")
+    dgen.add_argument("--pack", default=None)
+    dgen.add_argument("--output-dir", default="deploy/grafana/dashboards")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "serve":
+        from detector.service.app import serve_cli
+
+        return serve_cli(args)
+    if args.command == "simulate":
+        from detector.simulator import simulate_cli
+
+        return simulate_cli(args)
+    if args.command == "backtest":
+        from detector.backtest import backtest_cli
+
+        return backtest_cli(args)
+    if args.command == "pack":
+        from detector.packload import show_cli, validate_cli
+
+        if args.pack_command == "validate":
+            return validate_cli(args.files)
+        return show_cli()
+    if args.command == "rules":
+        from rules.generate import generate_cli
+
+        return generate_cli(args)
+    if args.command == "dashboards":
+        from exporters.grafana import generate_cli as dashboards_cli
+
+        return dashboards_cli(args)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Typed results: evidence per constraint and the evaluation that decides on it.
+
+Evidence (tests, pressure, economics) is computed by pure functions; the decision
+layer reads it. Every result serialises to the JSON schema of the status API and
+the backtest (`to_dict`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+TestOutcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
+Verdict = Literal["causal", "proxy", "insufficient_data"]
+TEST_NAMES: tuple[str, ...] = (
+    "within_unit",
+    "stratification",
+    "segment_consistency",
+    "temporal_precedence",
+    "dose_response",
+)
+
+
+def _num(v: float | None) -> float | None:
+    """JSON-safe number: NaN/inf become None."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+@dataclass(frozen=True)
+class TestResult:
+    name: str
+    result: TestOutcome
+    statistic: float | None
+    p_value: float | None
+    n: int
+    reason: str
+    details: tuple[tuple[str, float], ...] = ()
+    """Extra figures (per-stratum slopes, reverse F, ...), name -> value."""
+
+    __test__ = False  # not a pytest class
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "statistic": _num(self.statistic),
+            "p_value": _num(self.p_value),
+            "n": int(self.n),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class CausalEvidence:
+    verdict: Verdict
+    passed: int
+    inconclusive: int
+    tests: tuple[TestResult, ...]
+    """In TEST_NAMES order."""
+    gamma: float | None
+    """Rosenbaum sensitivity Gamma* (None when it cannot be computed)."""
+    reason: str
+
+    def test(self, name: str) -> TestResult:
+        for t in self.tests:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tests if t.result == "FAIL")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "passed": self.passed,
+            "gamma": _num(self.gamma),
+            "reason": self.reason,
+            "tests": {t.name: t.to_dict() for t in self.tests},
+        }
+
+
+@dataclass(frozen=True)
+class Pressure:
+    x_now: float | None
+    """Platform-wide signal over the status window."""
+    ratio: float | None
+    """x_now / target, inverted for higher-is-better signals."""
+    sustained: bool
+    windows_beyond: int
+    windows_total: int
+
+
+@dataclass(frozen=True)
+class EconomicsResult:
+    revenue_at_risk: float | None
+    """Annual revenue at risk in dollars."""
+    roi: float | None
+    theta: float
+    cost_per_year: float
+    exception: str | None = None
+    """'existence' | 'strategic_headroom' | 'enabling_infrastructure' | None."""
+    exception_reason: str = ""
+    one_way_door_blocked: bool = False
+    details: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ConstraintResult:
+    name: str
+    layer: str
+    state: str
+    decision: str
+    explanation: str
+    pressure: Pressure | None = None
+    target: float | None = None
+    causal: CausalEvidence | None = None
+    economics: EconomicsResult | None = None
+    missing: tuple[str, ...] = ()
+    """Inputs that were missing or stale (non-empty means state 'observe')."""
+    guards: tuple[tuple[str, float], ...] = ()
+    """Guard figures (floor, headroom, applicability ratio)."""
+    candidate: bool = False
+    """Binding on this evaluation's evidence alone, before hysteresis."""
+    triggers: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.pressure
+        e = self.economics
+        return {
+            "name": self.name,
+            "layer": self.layer,
+            "state": self.state,
+            "decision": self.decision,
+            "pressure": _num(p.ratio) if p else None,
+            "value": _num(p.x_now) if p else None,
+            "target": _num(self.target),
+            "sustained": bool(p.sustained) if p else False,
+            "causal": self.causal.to_dict() if self.causal else None,
+            "annual_revenue_at_risk_dollars": _num(e.revenue_at_risk) if e else None,
+            "roi": _num(e.roi) if e else None,
+            "theta": _num(e.theta) if e else None,
+            "exception": e.exception if e else None,
+            "missing": list(self.missing),
+            "guards": {k: _num(v) for k, v in self.guards},
+            "triggers": list(self.triggers),
+            "explanation": self.explanation,
+        }
+
+
+@dataclass(frozen=True)
+class MetaReport:
+    cpu_seconds: float
+    wall_seconds: float
+    queries: int
+    samples_read: int
+    memory_bytes: int
+    overhead_ratio: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cpu_seconds": self.cpu_seconds,
+            "wall_seconds": self.wall_seconds,
+            "queries": self.queries,
+            "samples_read": self.samples_read,
+            "memory_bytes": self.memory_bytes,
+            "overhead_ratio": _num(self.overhead_ratio),
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    pipeline: str
+    time: float
+    """Evaluation time, unix seconds."""
+    binding: str | None
+    """Published binding constraint (after hysteresis), 'observability', or None."""
+    decision: str
+    """System decision: the binding constraint's decision, or 'stop' when healthy."""
+    explanation: str
+    constraints: tuple[ConstraintResult, ...]
+    meta: MetaReport
+    candidate: str | None = None
+    """Binding on this evaluation's evidence alone (before hysteresis)."""
+    composite: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()
+    source_up: bool = True
+    pack: str = ""
+
+    def constraint(self, name: str) -> ConstraintResult:
+        for c in self.constraints:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        return {
+            "pipeline": self.pipeline,
+            "time": datetime.fromtimestamp(self.time, UTC).isoformat().replace("+00:00", "Z"),
+            "binding": self.binding,
+            "candidate": self.candidate,
+            "decision": self.decision,
+            "explanation": self.explanation,
+            "composite": list(self.composite),
+            "triggers": list(self.triggers),
+            "source_up": self.source_up,
+            "constraints": [c.to_dict() for c in self.constraints],
+            "meta": self.meta.to_dict(),
+        }
+
+
+EMPTY_META = MetaReport(0.0, 0.0, 0, 0, 0)
+
+__all__ = [
+    "TEST_NAMES",
+    "CausalEvidence",
+    "ConstraintResult",
+    "EMPTY_META",
+    "EconomicsResult",
+    "Evaluation",
+    "MetaReport",
+    "Pressure",
+    "TestResult",
+]
