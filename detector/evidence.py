@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from detector.pack import Constraint
 
 TestOutcome = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 Verdict = Literal["causal", "proxy", "insufficient_data"]
@@ -215,6 +220,55 @@ class Evaluation:
         }
 
 
+@dataclass(frozen=True)
+class ConstraintEvidence:
+    constraint: Constraint
+    missing: tuple[str, ...] = ()
+    applicable: bool = True
+    applicability_reason: str = ""
+    pressure: Pressure | None = None
+    causal: CausalEvidence | None = None
+    economics: EconomicsResult | None = None
+    guard_ok: bool = True
+    guard_reason: str = ""
+    guards: tuple[tuple[str, float], ...] = ()
+    inputs: tuple[tuple[str, float], ...] = ()
+    overhead_ratio: float | None = None
+    histograms: tuple[tuple[str, tuple[np.ndarray, np.ndarray]], ...] = ()
+    """Per-bucket rates (upper bounds, counts) of histograms the economics model reads."""
+
+    @property
+    def name(self) -> str:
+        return self.constraint.name
+
+    @property
+    def ratio(self) -> float | None:
+        return self.pressure.ratio if self.pressure else None
+
+    def input(self, name: str) -> float | None:
+        for k, v in self.inputs:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True)
+class EvidenceSet:
+    time: float
+    constraints: tuple[ConstraintEvidence, ...]
+    source_up: bool = True
+    source_error: str = ""
+    dau: float | None = None
+    queries: int = 0
+    samples_read: int = 0
+
+    def get(self, name: str) -> ConstraintEvidence:
+        for c in self.constraints:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
 EMPTY_META = MetaReport(0.0, 0.0, 0, 0, 0)
 
 __all__ = [
@@ -222,6 +276,8 @@ __all__ = [
     "CausalEvidence",
     "ConstraintResult",
     "EMPTY_META",
+    "ConstraintEvidence",
+    "EvidenceSet",
     "EconomicsResult",
     "Evaluation",
     "MetaReport",

@@ -1,0 +1,195 @@
+"""`csf backtest`: replay the evaluation over recorded data, carrying hysteresis forward.
+
+Each evaluation at time t reads only data up to t (the native engine never looks
+past its query end), so a backtest answers "what would csf have said then".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, TextIO
+
+from detector.evidence import Evaluation
+from detector.frame import Source
+from detector.pack import Pack
+from detector.pipeline import Pipeline
+from detector.timefmt import format_time, parse_duration, parse_time
+
+
+def evaluation_times(start: float, end: float, every: float) -> list[float]:
+    if every <= 0:
+        raise ValueError("--every must be positive")
+    n = int(math.floor((end - start) / every + 1e-9))
+    return [start + k * every for k in range(n + 1)]
+
+
+def run_backtest(
+    pack: Pack,
+    source: Source,
+    times: Sequence[float],
+    progress: TextIO | None = None,
+    pipeline: str = "backtest",
+) -> list[Evaluation]:
+    p = Pipeline(pipeline, pack, source)
+    out: list[Evaluation] = []
+    t0 = time.monotonic()
+    total = len(times)
+    for i, t in enumerate(times, 1):
+        out.append(p.evaluate(t))
+        if progress is not None and (i == total or i % max(1, total // 50) == 0):
+            elapsed = time.monotonic() - t0
+            eta = elapsed / i * (total - i)
+            bar = "#" * int(30 * i / total)
+            progress.write(f"\r[{bar:<30}] {i}/{total} evaluations, {elapsed:.1f}s elapsed, ~{eta:.0f}s left")
+            progress.flush()
+    if progress is not None and total:
+        progress.write("\n")
+    return out
+
+
+def summary(evaluations: Sequence[Evaluation], every: float) -> dict[str, Any]:
+    changes = 0
+    prev: str | None | bool = False
+    time_in: Counter[str] = Counter()
+    decisions: Counter[str] = Counter()
+    for ev in evaluations:
+        key = ev.binding or "none"
+        time_in[key] += every
+        decisions[ev.decision] += 1
+        if prev is not False and ev.binding != prev:
+            changes += 1
+        prev = ev.binding
+    segments: list[dict[str, Any]] = []
+    for ev in evaluations:
+        key = ev.binding or "none"
+        if segments and segments[-1]["binding"] == key:
+            segments[-1]["end"] = format_time(ev.time)
+            segments[-1]["evaluations"] += 1
+        else:
+            segments.append({"binding": key, "start": format_time(ev.time), "end": format_time(ev.time), "evaluations": 1})
+    return {
+        "evaluations": len(evaluations),
+        "binding_changes": changes,
+        "time_in_state": {k: v for k, v in sorted(time_in.items())},
+        "decisions": dict(sorted(decisions.items())),
+        "timeline": segments,
+    }
+
+
+def to_json(pack: Pack, evaluations: Sequence[Evaluation], every: float) -> dict[str, Any]:
+    return {
+        "pack": {"name": pack.name, "version": pack.version},
+        "evaluations": [ev.to_dict() for ev in evaluations],
+        "summary": summary(evaluations, every),
+    }
+
+
+def render_table(evaluations: Sequence[Evaluation], out: TextIO) -> None:
+    names = [c.name for c in evaluations[0].constraints] if evaluations else []
+    header = f"{'time':<20} {'binding':<14} {'decision':<11} " + " ".join(f"{n[:11]:>11}" for n in names)
+    out.write(header + "\n")
+    abbrev = {
+        "observe": "observe", "not_applicable": "n/a", "slack": "slack", "at_limit": "at_limit",
+        "proxy": "PROXY", "deferred": "deferred", "binding": "BINDING", "resolved": "resolved",
+    }
+    for ev in evaluations:
+        cells = []
+        for c in ev.constraints:
+            r = c.pressure.ratio if c.pressure and c.pressure.ratio is not None else None
+            ptxt = f"{r:.2f}" if r is not None and math.isfinite(r) else "-"
+            cells.append(f"{abbrev.get(c.state, c.state)[:6]:>6} {ptxt:>4}")
+        out.write(f"{format_time(ev.time):<20} {(ev.binding or '-'):<14} {ev.decision:<11} " + " ".join(cells) + "\n")
+
+
+def backtest_cli(args: Any) -> int:
+    from detector.native import NativeSource
+    from detector.openmetrics import OpenMetricsError, load_openmetrics
+    from detector.packload import PackError, default_pack, load_pack
+    from detector.store import SampleStore
+
+    try:
+        pack = load_pack(args.pack) if args.pack else default_pack()
+    except PackError as exc:
+        print(f"csf backtest: invalid pack:\n{exc}", file=sys.stderr)
+        return 2
+    if bool(args.input) == bool(args.prometheus_url):
+        print("csf backtest: give exactly one of --input FILE or --prometheus-url URL", file=sys.stderr)
+        return 2
+    try:
+        every = parse_duration(args.every)
+        if args.lookback:
+            pack = replace(pack, windows=replace(pack.windows, lookback=parse_duration(args.lookback)))
+    except ValueError as exc:
+        print(f"csf backtest: {exc}", file=sys.stderr)
+        return 2
+    show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    progress = sys.stderr if show_progress else None
+    if args.prometheus_url:
+        try:
+            from detector.prometheus import PrometheusSource  # type: ignore[import-not-found]
+        except ImportError:
+            print("csf backtest: --prometheus-url is not available in this build", file=sys.stderr)
+            return 2
+        source: Source = PrometheusSource(args.prometheus_url)
+        if not (args.start and args.end):
+            print("csf backtest: --prometheus-url needs --start and --end", file=sys.stderr)
+            return 2
+        data_start = parse_time(args.start) - pack.windows.lookback
+        data_end = parse_time(args.end)
+    else:
+        store = SampleStore(retention=None)
+        if progress:
+            progress.write(f"loading {args.input} ...\n")
+        try:
+            load_openmetrics(args.input, store)
+        except (OSError, OpenMetricsError) as exc:
+            print(f"csf backtest: {args.input}: {exc}", file=sys.stderr)
+            return 2
+        first = store.oldest_timestamp() if hasattr(store, "oldest_timestamp") else None
+        last = store.newest_timestamp()
+        if last is None:
+            print(f"csf backtest: {args.input}: no samples", file=sys.stderr)
+            return 2
+        data_start = first if first is not None else last
+        data_end = last
+        source = NativeSource(store)
+    try:
+        start = parse_time(args.start) if args.start else data_start + pack.windows.lookback
+        end = parse_time(args.end) if args.end else data_end
+    except ValueError as exc:
+        print(f"csf backtest: {exc}", file=sys.stderr)
+        return 2
+    if end < start:
+        print(f"csf backtest: nothing to evaluate: start {format_time(start)} is after end {format_time(end)}"
+              " (the data must cover the lookback before --start)", file=sys.stderr)
+        return 2
+    times = evaluation_times(start, end, every)
+    evaluations = run_backtest(pack, source, times, progress=progress)
+    out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.format == "json":
+            json.dump(to_json(pack, evaluations, every), out, indent=1)
+            out.write("\n")
+        else:
+            render_table(evaluations, out)
+            s = summary(evaluations, every)
+            out.write(f"\n{s['evaluations']} evaluations, {s['binding_changes']} binding changes\n")
+            for seg in s["timeline"]:
+                out.write(f"  {seg['start']} .. {seg['end']}  {seg['binding']}  ({seg['evaluations']} evaluations)\n")
+    finally:
+        if args.output:
+            out.close()
+    if args.plot:
+        try:
+            from exporters.plot import plot_backtest  # type: ignore[import-not-found]
+        except ImportError:
+            print("csf backtest: --plot needs matplotlib (pip install 'csf[plot]')", file=sys.stderr)
+            return 2
+        plot_backtest(evaluations, args.plot)
+    return 0

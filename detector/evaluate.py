@@ -1,0 +1,358 @@
+"""Evidence gathering: source -> panels -> per-constraint evidence.
+
+`gather_evidence` reads a `Source` at one instant and returns, for every constraint
+of the pack, its pressure, causal tests, guards and economics. It makes no
+decision (that is `detector.decision`). Missing or stale inputs are recorded as
+`missing`, never replaced by a default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from detector import causal, economics
+from detector.evidence import CausalEvidence, ConstraintEvidence, EvidenceSet, Pressure
+from detector.frame import SignalFrame, Source, SourceError
+from detector.pack import ApplicabilityGuard, Constraint, Pack, ProtocolFloorGuard
+from detector.signals import Signal
+
+
+@dataclass
+class _Reader:
+    """Counts queries and samples; memoises identical queries inside one evaluation."""
+
+    source: Source
+    queries: int = 0
+    samples_read: int = 0
+    cache: dict[tuple[Signal, float, float, float], SignalFrame] = field(default_factory=dict)
+
+    def range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
+        key = (signal, start, end, step)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        frame = self.source.query_range(signal, start, end, step)
+        self.queries += 1
+        self.samples_read += frame.samples_read
+        self.cache[key] = frame
+        return frame
+
+    def instant(self, signal: Signal, t: float, step: float) -> SignalFrame:
+        return self.range(signal, t, t, step)
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def pressure_ratio(x: float, target: float, direction: str) -> float:
+    if direction == "higher_is_better":
+        return target / x if x > 0 else math.inf
+    return x / target if target > 0 else math.inf
+
+
+def _pressure(reader: _Reader, pack: Pack, c: Constraint, now: float) -> Pressure:
+    assert c.signal is not None
+    w = pack.windows
+    sig = c.signal.platform().with_range(w.status_window)
+    n_windows = max(1, int(round(w.sustained_window / w.status_window)))
+    start = now - (n_windows - 1) * w.status_window
+    series = reader.range(sig, start, now, w.status_window).scalar_series()
+    x_now = float(series[-1]) if len(series) else float("nan")
+    finite = series[np.isfinite(series)]
+    ratios = np.array([pressure_ratio(float(v), c.target, c.direction) for v in finite])
+    beyond = int(np.sum(ratios > 1.0))
+    total = int(len(finite))
+    sustained = total > 0 and beyond >= w.sustained_fraction * n_windows
+    ratio = pressure_ratio(x_now, c.target, c.direction) if math.isfinite(x_now) else None
+    return Pressure(
+        x_now=x_now if math.isfinite(x_now) else None,
+        ratio=ratio,
+        sustained=bool(sustained),
+        windows_beyond=beyond,
+        windows_total=total,
+    )
+
+
+def _fresh(frame: SignalFrame, now: float, staleness: float) -> bool:
+    """True when some unit has a value within the staleness window ending at now."""
+    if frame.values.size == 0:
+        return False
+    recent = frame.times > now - staleness
+    return bool(np.isfinite(frame.values[:, recent]).any())
+
+
+def _panel(
+    reader: _Reader, pack: Pack, c: Constraint, now: float
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...], list[str]]:
+    """Aligned, harm-oriented X and Y panels over the lookback; names of missing parts."""
+    assert c.signal is not None and c.outcome is not None
+    w = pack.windows
+    n_steps = max(1, int(round(w.lookback / w.step)))
+    start = now - (n_steps - 1) * w.step
+    fx = reader.range(c.signal, start, now, w.step)
+    fy = reader.range(c.outcome, start, now, w.step)
+    missing: list[str] = []
+    if not _fresh(fx, now, w.staleness):
+        missing.append(f"signal {_describe(c.signal)} (no fresh data in the last {w.staleness:.0f}s)")
+    if not _fresh(fy, now, w.staleness):
+        missing.append(f"outcome {_describe(c.outcome)} (no fresh data in the last {w.staleness:.0f}s)")
+    ykeys = {u: i for i, u in enumerate(fy.units)}
+    common = [u for u in fx.units if u in ykeys]
+    xi = [fx.units.index(u) for u in common]
+    yi = [ykeys[u] for u in common]
+    x = fx.values[xi, :] if common else np.empty((0, len(fx.times)))
+    y = fy.values[yi, :] if common else np.empty((0, len(fy.times)))
+    if c.direction == "higher_is_better":
+        x = -x
+    if c.outcome_direction == "higher_is_better":
+        y = -y
+    strata = tuple(dict(u).get(c.stratum, "") if c.stratum else "" for u in common)
+    segments = tuple(dict(u).get(c.segment, "") if c.segment else "" for u in common)
+    return x, y, strata, segments, missing
+
+
+def _describe(sig: Signal) -> str:
+    if sig.kind == "ratio" and sig.numerator is not None and sig.denominator is not None:
+        return f"{sig.numerator.metric}/{sig.denominator.metric}"
+    return sig.metric
+
+
+def _protocol_floor(
+    reader: _Reader, pack: Pack, g: ProtocolFloorGuard, now: float
+) -> tuple[float | None, tuple[tuple[str, float], ...]]:
+    frame = reader.instant(g.share.with_range(pack.windows.status_window), now, pack.windows.step)
+    rates: dict[str, float] = {}
+    for unit, row in zip(frame.units, frame.values, strict=True):
+        v = float(row[-1])
+        if math.isfinite(v):
+            proto = dict(unit).get(g.label, "")
+            rates[proto] = rates.get(proto, 0.0) + v
+    total = sum(rates.values())
+    if total <= 0:
+        return None, ()
+    floors = dict(g.floors)
+    shares = {p: r / total for p, r in rates.items()}
+    cumulative = 0.0
+    floor: float | None = None
+    for proto, fl in sorted(floors.items(), key=lambda kv: -kv[1]):
+        cumulative += shares.get(proto, 0.0)
+        if cumulative >= g.tail_share:
+            floor = fl
+            break
+    figures = tuple(sorted((f"share_{p}", s) for p, s in shares.items()))
+    return floor, figures
+
+
+def _guards(
+    reader: _Reader, pack: Pack, c: Constraint, now: float, pressure: Pressure, inputs: Mapping[str, float]
+) -> tuple[bool, str, bool, str, tuple[tuple[str, float], ...], list[str]]:
+    """(guard_ok, guard_reason, applicable, applicability_reason, figures, missing)."""
+    ok, reason, applicable, app_reason = True, "", True, ""
+    figures: list[tuple[str, float]] = []
+    missing: list[str] = []
+    x = pressure.x_now
+    for g in c.guards:
+        if isinstance(g, ProtocolFloorGuard):
+            floor, shares = _protocol_floor(reader, pack, g, now)
+            figures.extend(shares)
+            if floor is None:
+                missing.append(f"protocol mix {g.share.metric} by {g.label}")
+                continue
+            figures.append(("protocol_floor", floor))
+            if x is None:
+                continue
+            limit = floor * (1.0 + g.headroom)
+            figures.append(("headroom_ratio", x / floor if floor > 0 else math.inf))
+            if g.mode == "needs_headroom" and x <= limit:
+                ok = False
+                reason = (
+                    f"no software headroom: {x:.3g} is within {g.headroom:.0%} of the protocol floor "
+                    f"{floor:.3g}; the limit belongs to the protocol"
+                )
+            elif g.mode == "needs_exhausted":
+                if floor < c.target:
+                    ok = False
+                    reason = f"the protocol floor {floor:.3g} is below the target {c.target:.3g}: protocol is not the limit"
+                elif x > limit:
+                    ok = False
+                    reason = (
+                        f"software headroom remains: {x:.3g} is more than {g.headroom:.0%} above the "
+                        f"protocol floor {floor:.3g}"
+                    )
+        elif isinstance(g, ApplicabilityGuard):
+            num, den = inputs.get(g.numerator), inputs.get(g.denominator)
+            if not _finite(num) or not _finite(den) or not den:
+                missing.append(f"applicability inputs {g.numerator}/{g.denominator}")
+                continue
+            assert num is not None and den is not None
+            r = num / den
+            figures.append((f"{g.numerator}_per_{g.denominator}", r))
+            if r < g.min_ratio:
+                applicable = False
+                app_reason = f"{g.numerator}/{g.denominator} = {r:.3%} is below {g.min_ratio:.2%}: does not apply"
+    return ok, reason, applicable, app_reason, tuple(figures), missing
+
+
+def _inputs(reader: _Reader, pack: Pack, c: Constraint, now: float) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, sig in c.inputs:
+        frame = reader.instant(sig.platform().with_range(pack.windows.status_window), now, pack.windows.step)
+        out[name] = frame.last() if frame.units else float("nan")
+    return out
+
+
+def _histogram(reader: _Reader, pack: Pack, metric: str, now: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-bucket (non-cumulative) rates of a classic histogram over the status window."""
+    sig = Signal(kind="rate", metric=metric + "_bucket", by=("le",), range=pack.windows.status_window)
+    frame = reader.instant(sig, now, pack.windows.step)
+    pairs = []
+    for unit, row in zip(frame.units, frame.values, strict=True):
+        le = dict(unit).get("le")
+        v = float(row[-1])
+        if le is None or not math.isfinite(v):
+            continue
+        pairs.append((float(le), v))
+    if not pairs:
+        return None
+    pairs.sort()
+    bounds = np.array([p[0] for p in pairs])
+    cumulative = np.maximum.accumulate(np.array([p[1] for p in pairs]))
+    counts = np.diff(np.concatenate([[0.0], cumulative]))
+    return bounds, counts
+
+
+def _dau(reader: _Reader, pack: Pack, now: float) -> float | None:
+    sig = pack.organisation.dau
+    if sig is None:
+        return None
+    v = reader.instant(sig.platform(), now, pack.windows.step).last()
+    return v if math.isfinite(v) else None
+
+
+def gather_evidence(pack: Pack, source: Source, now: float) -> EvidenceSet:
+    """Every constraint's evidence at `now`. A SourceError makes every constraint `missing`."""
+    reader = _Reader(source)
+    try:
+        return _gather(pack, reader, now)
+    except SourceError as exc:
+        msg = f"source {getattr(source, 'name', 'source')} unavailable: {exc}"
+        return EvidenceSet(
+            time=now,
+            constraints=tuple(ConstraintEvidence(constraint=c, missing=(msg,)) for c in pack.constraints),
+            source_up=False,
+            source_error=str(exc),
+            queries=reader.queries,
+            samples_read=reader.samples_read,
+        )
+
+
+def _gather(pack: Pack, reader: _Reader, now: float) -> EvidenceSet:
+    dau = _dau(reader, pack, now)
+    causal_cache: dict[tuple[Signal, Signal], CausalEvidence] = {}
+    first: list[ConstraintEvidence] = []
+    for c in pack.constraints:
+        if c.kind == "meta":
+            org = pack.organisation
+            ratio = None
+            pressure = None
+            if org.analysis_hours is not None and org.capacity_hours:
+                ratio = org.analysis_hours / org.capacity_hours
+                limit = org.meta_overhead_limit
+                pressure = Pressure(ratio, ratio / limit if limit > 0 else math.inf, True, int(ratio > limit), 1)
+            first.append(ConstraintEvidence(constraint=c, overhead_ratio=ratio, pressure=pressure))
+            continue
+        first.append(_constraint_evidence(reader, pack, c, now, dau, causal_cache))
+    # Second pass: exceptions that depend on other constraints' ROI (enabling infrastructure).
+    rois = {e.name: (e.economics.roi if e.economics else None) for e in first}
+    final = []
+    for e in first:
+        if e.constraint.exceptions.enables and e.pressure and e.pressure.x_now is not None:
+            e = _with_economics(pack, e, dau, rois)
+        final.append(e)
+    return EvidenceSet(
+        time=now,
+        constraints=tuple(final),
+        dau=dau,
+        queries=reader.queries,
+        samples_read=reader.samples_read,
+    )
+
+
+def _constraint_evidence(
+    reader: _Reader,
+    pack: Pack,
+    c: Constraint,
+    now: float,
+    dau: float | None,
+    causal_cache: dict[tuple[Signal, Signal], CausalEvidence],
+) -> ConstraintEvidence:
+    assert c.signal is not None and c.outcome is not None
+    missing: list[str] = []
+    pressure = _pressure(reader, pack, c, now)
+    x, y, strata, segments, panel_missing = _panel(reader, pack, c, now)
+    missing.extend(panel_missing)
+    if pressure.x_now is None and not panel_missing:
+        missing.append(f"signal {_describe(c.signal)} over the status window")
+    inputs = _inputs(reader, pack, c, now)
+    guard_ok, guard_reason, applicable, app_reason, figures, guard_missing = _guards(
+        reader, pack, c, now, pressure, inputs
+    )
+    missing.extend(guard_missing)
+    histograms = []
+    if c.economics.streak_histogram:
+        h = _histogram(reader, pack, c.economics.streak_histogram, now)
+        if h is None:
+            missing.append(f"histogram {c.economics.streak_histogram}")
+        else:
+            histograms.append((c.economics.streak_histogram, h))
+    key = (c.signal, c.outcome)
+    ce = causal_cache.get(key)
+    if ce is None and not panel_missing:
+        ce = causal.run_causal_tests(x, y, strata, segments, pack.causal)
+        causal_cache[key] = ce
+    ev = ConstraintEvidence(
+        constraint=c,
+        missing=tuple(missing),
+        applicable=applicable,
+        applicability_reason=app_reason,
+        pressure=pressure,
+        causal=ce,
+        guard_ok=guard_ok,
+        guard_reason=guard_reason,
+        guards=figures,
+        inputs=tuple(sorted(inputs.items())),
+        histograms=tuple(histograms),
+    )
+    if pressure.x_now is None:
+        return ev
+    return _with_economics(pack, ev, dau, {})
+
+
+def _with_economics(
+    pack: Pack, ev: ConstraintEvidence, dau: float | None, rois: Mapping[str, float | None]
+) -> ConstraintEvidence:
+    c = ev.constraint
+    assert ev.pressure is not None and ev.pressure.x_now is not None
+    inputs = dict(ev.inputs)
+    histograms = dict(ev.histograms)
+    result = economics.assess(
+        name=c.name,
+        spec=c.economics,
+        exceptions=c.exceptions,
+        constants=pack.economics,
+        organisation=pack.organisation,
+        causal_settings=pack.causal,
+        x=ev.pressure.x_now,
+        target=c.target,
+        inputs=inputs,
+        histograms=histograms,
+        gamma=ev.causal.gamma if ev.causal else None,
+        current_dau=dau,
+        roi_of=rois,
+    )
+    return replace(ev, economics=result)
