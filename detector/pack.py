@@ -139,7 +139,8 @@ class EconomicsSpec:
         F the Weibull CDF with (weibull_lambda, weibull_k); baseline defaults to the target.
     model ``creator_weibull``: lost creators/yr = input[affected] * (F_c(x) - F_c(baseline));
         revenue = lost * learner_days_per_creator * arpu_day.
-    model ``loss_aversion``: revenue = incidents/yr * mean M(d) over input[streak_histogram]
+    model ``loss_aversion``: revenue = incidents/yr * mean M(d) over the histogram metric named
+        by streak_histogram (its base name; per-bucket rates over the status window)
         * churn_per_incident * arpu_day * 365; incidents/yr = input[affected] * 365.
     ROI = (revenue + support_savings) * effectiveness * reach / cost_per_year.
     """
