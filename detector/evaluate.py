@@ -9,16 +9,20 @@ decision (that is `detector.decision`). Missing or stale inputs are recorded as
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from opentelemetry.trace import NoOpTracer, Tracer
 
 from detector import causal, economics
 from detector.evidence import CausalEvidence, ConstraintEvidence, EvidenceSet, Pressure
 from detector.frame import SignalFrame, Source, SourceError
 from detector.pack import ApplicabilityGuard, Constraint, Pack, ProtocolFloorGuard
 from detector.signals import Signal
+
+_NOOP_TRACER = NoOpTracer()
 
 
 @dataclass
@@ -234,11 +238,15 @@ def _dau(reader: _Reader, pack: Pack, now: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def gather_evidence(pack: Pack, source: Source, now: float) -> EvidenceSet:
-    """Every constraint's evidence at `now`. A SourceError makes every constraint `missing`."""
+def gather_evidence(pack: Pack, source: Source, now: float, tracer: Tracer | None = None) -> EvidenceSet:
+    """Every constraint's evidence at `now`. A SourceError makes every constraint `missing`.
+
+    With a tracer, each constraint gets a span (samples read and CPU seconds as
+    attributes) with one child span per causal test.
+    """
     reader = _Reader(source)
     try:
-        return _gather(pack, reader, now)
+        return _gather(pack, reader, now, tracer or _NOOP_TRACER)
     except SourceError as exc:
         msg = f"source {getattr(source, 'name', 'source')} unavailable: {exc}"
         return EvidenceSet(
@@ -251,7 +259,32 @@ def gather_evidence(pack: Pack, source: Source, now: float) -> EvidenceSet:
         )
 
 
-def _gather(pack: Pack, reader: _Reader, now: float) -> EvidenceSet:
+def _traced(tracer: Tracer, reader: _Reader, c: Constraint, compute: Callable[[], ConstraintEvidence]) -> ConstraintEvidence:
+    with tracer.start_as_current_span(f"csf.constraint {c.name}") as span:
+        samples0, queries0, cpu0 = reader.samples_read, reader.queries, time.process_time()
+        ev = compute()
+        span.set_attribute("csf.constraint", c.name)
+        span.set_attribute("csf.samples_read", reader.samples_read - samples0)
+        span.set_attribute("csf.queries", reader.queries - queries0)
+        span.set_attribute("csf.cpu_seconds", time.process_time() - cpu0)
+        if ev.missing:
+            span.set_attribute("csf.missing", list(ev.missing))
+        if ev.pressure is not None and ev.pressure.ratio is not None:
+            span.set_attribute("csf.pressure_ratio", ev.pressure.ratio)
+        if ev.causal is not None:
+            span.set_attribute("csf.causal.verdict", ev.causal.verdict)
+            span.set_attribute("csf.causal.passed", ev.causal.passed)
+            for t in ev.causal.tests:
+                with tracer.start_as_current_span(f"csf.test {t.name}") as ts:
+                    ts.set_attribute("csf.test", t.name)
+                    ts.set_attribute("csf.test.result", t.result)
+                    ts.set_attribute("csf.test.n", t.n)
+                    if t.p_value is not None and math.isfinite(t.p_value):
+                        ts.set_attribute("csf.test.p_value", t.p_value)
+        return ev
+
+
+def _gather(pack: Pack, reader: _Reader, now: float, tracer: Tracer) -> EvidenceSet:
     dau = _dau(reader, pack, now)
     causal_cache: dict[tuple[Signal, Signal], CausalEvidence] = {}
     first: list[ConstraintEvidence] = []
@@ -266,7 +299,9 @@ def _gather(pack: Pack, reader: _Reader, now: float) -> EvidenceSet:
                 pressure = Pressure(ratio, ratio / limit if limit > 0 else math.inf, True, int(ratio > limit), 1)
             first.append(ConstraintEvidence(constraint=c, overhead_ratio=ratio, pressure=pressure))
             continue
-        first.append(_constraint_evidence(reader, pack, c, now, dau, causal_cache))
+        first.append(
+            _traced(tracer, reader, c, lambda c=c: _constraint_evidence(reader, pack, c, now, dau, causal_cache))
+        )
     # Second pass: exceptions that depend on other constraints' ROI (enabling infrastructure).
     rois = {e.name: (e.economics.roi if e.economics else None) for e in first}
     final = []

@@ -10,6 +10,8 @@ import resource
 import time
 from collections.abc import Callable, Iterable
 
+from opentelemetry.trace import NoOpTracer, Tracer
+
 from detector.decision import HysteresisState, decide
 from detector.evaluate import gather_evidence
 from detector.evidence import Evaluation, MetaReport
@@ -20,7 +22,7 @@ Observer = Callable[[Evaluation], None]
 
 
 class Pipeline:
-    def __init__(self, name: str, pack: Pack, source: Source, tracer: object | None = None) -> None:
+    def __init__(self, name: str, pack: Pack, source: Source, tracer: Tracer | None = None) -> None:
         self.name = name
         self.pack = pack
         self.source = source
@@ -34,11 +36,20 @@ class Pipeline:
 
     def evaluate(self, now: float) -> Evaluation:
         """Evaluate at `now` (unix seconds, from the caller's clock) and advance the hysteresis counters."""
-        wall0 = time.perf_counter()
-        cpu0 = time.process_time()
-        evidence = gather_evidence(self.pack, self.source, now)
-        cpu = time.process_time() - cpu0
-        wall = time.perf_counter() - wall0
+        tracer = self._tracer or NoOpTracer()
+        with tracer.start_as_current_span(f"csf.evaluate {self.name}") as span:
+            wall0 = time.perf_counter()
+            cpu0 = time.process_time()
+            evidence = gather_evidence(self.pack, self.source, now, tracer)
+            cpu = time.process_time() - cpu0
+            wall = time.perf_counter() - wall0
+            span.set_attribute("csf.pipeline", self.name)
+            span.set_attribute("csf.evaluation_time", now)
+            span.set_attribute("csf.cpu_seconds", cpu)
+            span.set_attribute("csf.wall_seconds", wall)
+            span.set_attribute("csf.samples_read", evidence.samples_read)
+            span.set_attribute("csf.queries", evidence.queries)
+            span.set_attribute("csf.source_up", evidence.source_up)
         org = self.pack.organisation
         overhead = None
         if org.analysis_hours is not None and org.capacity_hours:
@@ -52,6 +63,8 @@ class Pipeline:
             overhead_ratio=overhead,
         )
         evaluation, self.state = decide(self.pack, evidence, self.state, meta, pipeline=self.name)
+        span.set_attribute("csf.binding", evaluation.binding or "none")
+        span.set_attribute("csf.decision", evaluation.decision)
         self.latest = evaluation
         return evaluation
 
