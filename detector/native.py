@@ -1,0 +1,467 @@
+"""Evaluate signals over the embedded `SampleStore` with Prometheus semantics, in numpy.
+
+`NativeSource.query_range` gives the same numbers a Prometheus 3.x server would give
+for the PromQL that `detector.promql.compile_promql` emits for the same signal, up to
+float rounding. Every kernel works on a whole evaluation grid at once per series
+(``np.searchsorted`` over the grid): there is no Python loop over steps or samples.
+
+Semantics (Prometheus 3.x)
+--------------------------
+* Range windows are left-open: ``rate(m[r])`` at ``t`` reads the samples with
+  timestamps in ``(t - r, t]``; instant selectors read the newest sample in
+  ``(t - lookback_delta, t]`` (default 5 min) and give no value when that sample is a
+  stale marker. Stale markers are never part of a range window.
+* ``increase``/``rate`` follow ``extrapolatedRate`` (promql/functions.go): at least two
+  samples; every drop adds the value before it (counter reset); the increase between
+  the first and last sample is extrapolated to each window edge when the gap to that
+  edge is below 1.1 x the average sample interval, otherwise by half an average
+  interval; the start is never extrapolated past the counter's zero point
+  (``sampled_interval * first / increase``, applied after the 1.1 x rule as in
+  Prometheus 3). ``rate = increase / r``.
+* ``histogram_quantile`` follows ``bucketQuantile`` (promql/quantile.go): buckets summed
+  by (by, le), sorted by ``le``, equal bounds merged, near-equal counts (relative
+  difference <= 1e-12) flattened, then made monotone; a ``+Inf`` bucket and at least
+  two buckets are required; NaN when the total count is 0; linear interpolation in
+  the bucket holding rank ``q * total``; the lowest bucket interpolates from 0 when
+  its upper bound is > 0 (else returns that bound); a rank in the ``+Inf`` bucket
+  returns the highest finite bound; ``q < 0`` -> -Inf, ``q > 1`` -> +Inf. Bucket
+  series whose ``le`` is missing or not a number are ignored.
+* Aggregations (``sum``/``avg``/``max``/``min`` by ``by``) only see series that have a
+  value at the step; a group with no such series has no value. ``max``/``min`` skip
+  NaN values unless all are NaN, as Prometheus does.
+* ``histogram_mean`` and ``ratio`` divide vectors matched on their labels (``ratio``:
+  on the denominator's ``by`` labels with ``group_left`` when it has fewer; the output
+  carries the numerator's labels, and a denominator grouped by a label the numerator
+  lacks is a ``ValueError``, see `ratio_join_labels`). Children carry their own
+  ``scale``. Deviation: Prometheus returns +-Inf or NaN for division by zero; here
+  any non-finite quotient is *missing*, because an infinite ratio is no usable
+  measurement.
+* Times are float seconds; Prometheus works in integer milliseconds, so results agree
+  exactly for millisecond-aligned data and up to rounding otherwise.
+
+Frames: ``units`` are the output label sets (only ``by`` labels) that have a sample
+(possibly NaN) at one step at least, sorted; missing points are NaN; ``scale`` is
+applied last. ``samples_read`` counts the stored samples inside the windows the
+query touched (stale markers included).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.frame import Labels, SignalFrame, Source
+from detector.signals import AGGREGATIONS, Signal
+from detector.store import SampleStore, is_stale_marker
+
+DEFAULT_LOOKBACK_DELTA = 300.0
+"""Prometheus' default ``--query.lookback-delta`` (5 min)."""
+
+_EXTRAPOLATION_THRESHOLD = 1.1
+_PRECISION_TOLERANCE = 1e-12
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def evaluation_times(start: float, end: float, step: float) -> np.ndarray:
+    """The grid start, start+step, ... <= end (a tolerance of 1e-9 steps absorbs float error)."""
+    for label, v in (("start", start), ("end", end), ("step", step)):
+        if not math.isfinite(v):
+            raise ValueError(f"{label} must be finite, got {v!r}")
+    if step <= 0:
+        raise ValueError(f"step must be > 0, got {step!r}")
+    if end < start:
+        raise ValueError(f"end {end!r} is before start {start!r}")
+    n = int(math.floor((end - start) / step + 1e-9)) + 1
+    return start + step * np.arange(n, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- per-series kernels
+
+
+def _clip(ts: np.ndarray, vals: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """The samples with timestamps in (lo, hi] (views, no copy)."""
+    i = int(np.searchsorted(ts, lo, side="right"))
+    j = int(np.searchsorted(ts, hi, side="right"))
+    return ts[i:j], vals[i:j]
+
+
+def instant_values(
+    ts: np.ndarray, vals: np.ndarray, times: np.ndarray, lookback: float = DEFAULT_LOOKBACK_DELTA
+) -> tuple[np.ndarray, np.ndarray]:
+    """Instant-selector values at every time: the newest sample in (t - lookback, t], not a stale marker.
+
+    Returns ``(values, present)``.
+    """
+    out = np.full(len(times), np.nan)
+    if len(times):
+        ts, vals = _clip(ts, vals, float(times[0]) - lookback, float(times[-1]))
+    idx = np.searchsorted(ts, times, side="right") - 1
+    ok = idx >= 0
+    safe = np.where(ok, idx, 0)
+    if len(ts):
+        ok &= ts[safe] > times - lookback
+        ok &= ~is_stale_marker(vals[safe])
+    else:
+        ok[:] = False
+    out[ok] = vals[safe[ok]]
+    return out, ok
+
+
+def extrapolated_increase(
+    ts: np.ndarray, vals: np.ndarray, times: np.ndarray, window: float, *, is_rate: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus ``increase``/``rate`` of one counter series at every time (rules in the module doc).
+
+    Returns ``(values, present)``.
+    """
+    out = np.full(len(times), np.nan)
+    present = np.zeros(len(times), dtype=bool)
+    if len(times):
+        ts, vals = _clip(ts, vals, float(times[0]) - window, float(times[-1]))
+    stale = is_stale_marker(vals)
+    if stale.any():
+        ts, vals = ts[~stale], vals[~stale]
+    if len(ts) < 2:
+        return out, present
+    lo = np.searchsorted(ts, times - window, side="right")
+    hi = np.searchsorted(ts, times, side="right") - 1
+    ok = hi - lo >= 1
+    if not ok.any():
+        return out, present
+    i0, i1, t = lo[ok], hi[ok], times[ok]
+    first_t, last_t = ts[i0], ts[i1]
+    first_v = vals[i0]
+    result = vals[i1] - first_v
+    drops = np.where(vals[1:] < vals[:-1], vals[:-1], 0.0)
+    if drops.any():
+        cum = np.concatenate(([0.0], np.cumsum(drops)))
+        result = result + (cum[i1] - cum[i0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_start = first_t - (t - window)
+        to_end = t - last_t
+        sampled = last_t - first_t
+        avg = sampled / (i1 - i0)
+        threshold = avg * _EXTRAPOLATION_THRESHOLD
+        to_start = np.where(to_start >= threshold, avg / 2, to_start)
+        to_zero = np.where((result > 0) & (first_v >= 0), sampled * (first_v / result), to_start)
+        to_start = np.where(to_zero < to_start, to_zero, to_start)
+        to_end = np.where(to_end >= threshold, avg / 2, to_end)
+        factor = (sampled + to_start + to_end) / sampled
+        if is_rate:
+            factor = factor / window
+        out[ok] = result * factor
+    present[ok] = True
+    return out, present
+
+
+# --------------------------------------------------------------------------- histogram quantile
+
+
+def parse_le(text: str) -> float | None:
+    """A bucket bound as Prometheus reads it ('0.5', '1e3', '+Inf'), or None when unusable."""
+    if not text or text.strip() != text or "_" in text:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(v) else v
+
+
+def bucket_quantile(
+    q: float, upper_bounds: np.ndarray, counts: np.ndarray, present: np.ndarray
+) -> np.ndarray:
+    """Prometheus ``bucketQuantile`` at every step.
+
+    `upper_bounds` (B,) strictly increasing; `counts`/`present` (B, T) cumulative bucket
+    counts and whether each bucket had a value at that step (absent buckets are left out,
+    as Prometheus only sees the buckets present at a step). Returns (T,) values, NaN
+    where no quantile exists.
+    """
+    n_b, n_t = counts.shape
+    out = np.full(n_t, np.nan)
+    if n_b == 0:
+        return out
+    any_present = present.any(axis=0)
+    if math.isnan(q):
+        return out
+    if q < 0 or q > 1:
+        out[any_present] = -np.inf if q < 0 else np.inf
+        return out
+    if not math.isinf(upper_bounds[-1]) or upper_bounds[-1] < 0:
+        return out
+    valid = present[-1].copy()
+    valid &= present.sum(axis=0) >= 2
+    # Pass 1: precision fix and monotone envelope, bucket by bucket (vectorised over steps).
+    fixed = np.full((n_b, n_t), np.nan)
+    have = np.zeros(n_t, dtype=bool)
+    prev = np.full(n_t, np.nan)
+    running_max = np.full(n_t, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(n_b):
+            p = present[j]
+            c = counts[j]
+            delta = np.abs(c - prev)
+            snap = have & (delta != 0) & (delta / c <= _PRECISION_TOLERANCE)
+            c = np.where(snap, prev, c)
+            prev = np.where(p, c, prev)
+            mono = np.where(have & (c < running_max), running_max, c)
+            running_max = np.where(p, np.where(~have | (c > running_max), c, running_max), running_max)
+            fixed[j] = np.where(p, mono, np.nan)
+            have |= p
+        # Pass 2: find the bucket holding the rank and interpolate.
+        total = fixed[-1]
+        valid &= total != 0
+        rank = q * total
+        found = np.zeros(n_t, dtype=bool)
+        have_prev = np.zeros(n_t, dtype=bool)
+        prev_ub = np.zeros(n_t)
+        prev_count = np.zeros(n_t)
+        for j in range(n_b - 1):
+            p = present[j]
+            ub = upper_bounds[j]
+            c = fixed[j]
+            hit = p & ~found & (c >= rank)
+            start = np.where(have_prev, prev_ub, 0.0)
+            below = np.where(have_prev, prev_count, 0.0)
+            value = start + (ub - start) * ((rank - below) / (c - below))
+            if ub <= 0:
+                value = np.where(have_prev, value, ub)
+            out = np.where(hit, value, out)
+            found |= hit
+            prev_ub = np.where(p, ub, prev_ub)
+            prev_count = np.where(p, c, prev_count)
+            have_prev |= p
+    out = np.where(found, out, prev_ub)
+    out[~valid] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+@dataclass(frozen=True)
+class _Vector:
+    """A range of instant vectors: row i is label set `labels[i]` over the grid."""
+
+    labels: tuple[Labels, ...]
+    values: np.ndarray
+    present: np.ndarray
+    samples: int = 0
+
+
+def _project(labels: Labels, by: Sequence[str]) -> Labels:
+    d = dict(labels)
+    return tuple(sorted((k, d[k]) for k in by if k in d))
+
+
+def _stack(rows: list[tuple[np.ndarray, np.ndarray]], n_t: int) -> tuple[np.ndarray, np.ndarray]:
+    if not rows:
+        return np.empty((0, n_t)), np.empty((0, n_t), dtype=bool)
+    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def _aggregate(vec: _Vector, by: Sequence[str], agg: str) -> _Vector:
+    groups: dict[Labels, list[int]] = {}
+    for i, labels in enumerate(vec.labels):
+        groups.setdefault(_project(labels, by), []).append(i)
+    keys = sorted(groups)
+    n_t = vec.values.shape[1]
+    values = np.full((len(keys), n_t), np.nan)
+    present = np.zeros((len(keys), n_t), dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for g, key in enumerate(keys):
+            rows = groups[key]
+            v = vec.values[rows]
+            p = vec.present[rows]
+            count = p.sum(axis=0)
+            if agg in ("sum", "avg"):
+                total = np.where(p, v, 0.0).sum(axis=0)
+                values[g] = total if agg == "sum" else total / count
+            elif agg == "max":
+                values[g] = np.fmax.reduce(np.where(p, v, np.nan), axis=0)
+            elif agg == "min":
+                values[g] = np.fmin.reduce(np.where(p, v, np.nan), axis=0)
+            else:
+                raise ValueError(f"unknown aggregation {agg!r}; expected one of {AGGREGATIONS}")
+            present[g] = count > 0
+    return _Vector(tuple(keys), values, present, vec.samples)
+
+
+def _divide(num: _Vector, den: _Vector, on: Sequence[str] | None) -> _Vector:
+    """num / den matched one-to-one on all labels (`on` None) or many-to-one on `on` labels."""
+
+    def key(labels: Labels) -> object:
+        if on is None:
+            return labels
+        d = dict(labels)
+        return tuple(d.get(k, "") for k in on)
+
+    index = {key(lbl): i for i, lbl in enumerate(den.labels)}
+    labels: list[Labels] = []
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, lbl in enumerate(num.labels):
+            j = index.get(key(lbl))
+            if j is None:
+                continue
+            q = num.values[i] / den.values[j]
+            labels.append(lbl)
+            rows.append((q, num.present[i] & den.present[j] & np.isfinite(q)))
+    values, present = _stack(rows, num.values.shape[1])
+    return _Vector(tuple(labels), values, present, num.samples + den.samples)
+
+
+# --------------------------------------------------------------------------- source
+
+
+class NativeSource:
+    """`Source` over an embedded `SampleStore`."""
+
+    def __init__(
+        self, store: SampleStore, *, lookback_delta: float = DEFAULT_LOOKBACK_DELTA, name: str = "native"
+    ) -> None:
+        if not lookback_delta > 0:
+            raise ValueError(f"lookback_delta must be > 0, got {lookback_delta!r}")
+        self.store = store
+        self.lookback_delta = float(lookback_delta)
+        self.name = name
+
+    def query_range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
+        times = evaluation_times(start, end, step)
+        vec = self._evaluate(signal, times)
+        keep = np.asarray(vec.present.any(axis=1), dtype=bool)
+        order = sorted((lbl, i) for i, lbl in enumerate(vec.labels) if keep[i])
+        units = tuple(lbl for lbl, _ in order)
+        rows = [i for _, i in order]
+        values = np.where(vec.present[rows], vec.values[rows], np.nan).reshape(len(rows), len(times))
+        return SignalFrame(units=units, times=times, values=values, samples_read=vec.samples)
+
+    # -- kinds
+
+    def _evaluate(self, signal: Signal, times: np.ndarray) -> _Vector:
+        kind = signal.kind
+        if kind == "ratio":
+            vec = self._ratio(signal, times)
+        else:
+            if not signal.metric:
+                raise ValueError(f"{kind} signal needs a metric")
+            if kind == "gauge":
+                if signal.agg not in AGGREGATIONS:
+                    raise ValueError(f"unknown aggregation {signal.agg!r}; expected one of {AGGREGATIONS}")
+                vec = _aggregate(self._instant(signal.metric, signal.matchers, times), signal.by, signal.agg)
+            elif kind in ("rate", "increase"):
+                vec = self._sum_rate(signal.metric, signal, times, is_rate=kind == "rate")
+            elif kind == "histogram_quantile":
+                vec = self._histogram_quantile(signal, times)
+            elif kind == "histogram_mean":
+                sums = self._sum_rate(signal.metric + "_sum", signal, times, is_rate=True)
+                counts = self._sum_rate(signal.metric + "_count", signal, times, is_rate=True)
+                vec = _divide(sums, counts, None)
+            else:
+                raise ValueError(f"unknown signal kind {kind!r}")
+        if signal.scale != 1.0:
+            vec = _Vector(vec.labels, vec.values * signal.scale, vec.present, vec.samples)
+        return vec
+
+    def _instant(self, metric: str, matchers: Sequence[tuple[str, str]], times: np.ndarray) -> _Vector:
+        labels: list[Labels] = []
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        samples = 0
+        for lbl, ts, vals in self.store.select(metric, matchers):
+            ts, vals = _clip(ts, vals, float(times[0]) - self.lookback_delta, float(times[-1]))
+            labels.append(lbl)
+            rows.append(instant_values(ts, vals, times, self.lookback_delta))
+            samples += len(ts)
+        values, present = _stack(rows, len(times))
+        return _Vector(tuple(labels), values, present, samples)
+
+    def _rates(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
+        window = _check_range(signal)
+        labels: list[Labels] = []
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        samples = 0
+        for lbl, ts, vals in self.store.select(metric, signal.matchers):
+            ts, vals = _clip(ts, vals, float(times[0]) - window, float(times[-1]))
+            labels.append(lbl)
+            rows.append(extrapolated_increase(ts, vals, times, window, is_rate=is_rate))
+            samples += len(ts)
+        values, present = _stack(rows, len(times))
+        return _Vector(tuple(labels), values, present, samples)
+
+    def _sum_rate(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
+        return _aggregate(self._rates(metric, signal, times, is_rate=is_rate), signal.by, "sum")
+
+    def _histogram_quantile(self, signal: Signal, times: np.ndarray) -> _Vector:
+        if signal.quantile is None:
+            raise ValueError(f"histogram_quantile signal on {signal.metric!r} needs a quantile")
+        by = tuple(k for k in signal.by if k != "le")
+        rates = self._rates(signal.metric + "_bucket", signal, times, is_rate=True)
+        summed = _aggregate(rates, (*by, "le"), "sum")
+        # group -> upper bound -> (count sum, present); equal bounds ('1' and '1.0') merge.
+        groups: dict[Labels, dict[float, tuple[np.ndarray, np.ndarray]]] = {}
+        for i, lbl in enumerate(summed.labels):
+            d = dict(lbl)
+            ub = parse_le(d.pop("le", ""))
+            if ub is None:
+                continue
+            key = tuple(sorted(d.items()))
+            buckets = groups.setdefault(key, {})
+            v = np.where(summed.present[i], summed.values[i], 0.0)
+            if ub in buckets:
+                pv, pp = buckets[ub]
+                buckets[ub] = (pv + v, pp | summed.present[i])
+            else:
+                buckets[ub] = (v, summed.present[i].copy())
+        labels = sorted(groups)
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        for key in labels:
+            bounds = sorted(groups[key])
+            counts = np.stack([groups[key][b][0] for b in bounds])
+            present = np.stack([groups[key][b][1] for b in bounds])
+            q = bucket_quantile(float(signal.quantile), np.array(bounds), counts, present)
+            rows.append((q, np.asarray(present.any(axis=0), dtype=bool)))
+        values, present_rows = _stack(rows, len(times))
+        return _Vector(tuple(labels), values, present_rows, rates.samples)
+
+    def _ratio(self, signal: Signal, times: np.ndarray) -> _Vector:
+        if signal.numerator is None or signal.denominator is None:
+            raise ValueError("ratio signal needs a numerator and a denominator")
+        on = ratio_join_labels(signal)
+        num = self._evaluate(signal.numerator, times)
+        den = self._evaluate(signal.denominator, times)
+        return _divide(num, den, on)
+
+
+def ratio_join_labels(signal: Signal) -> tuple[str, ...] | None:
+    """None for a one-to-one ratio, else the denominator's labels to join ``on(...) group_left``.
+
+    Raises ValueError when the denominator groups by a label the numerator lacks.
+    """
+    if signal.numerator is None or signal.denominator is None:
+        raise ValueError("ratio signal needs a numerator and a denominator")
+    num_by, den_by = set(signal.numerator.by), set(signal.denominator.by)
+    if num_by == den_by:
+        return None
+    if den_by < num_by:
+        return tuple(signal.denominator.by)
+    extra = sorted(den_by - num_by)
+    raise ValueError(f"ratio denominator groups by {extra} which the numerator does not; cannot join")
+
+
+def _check_range(signal: Signal) -> float:
+    if not (signal.range > 0 and math.isfinite(signal.range)):
+        raise ValueError(
+            f"{signal.kind} signal on {signal.metric!r} needs a positive range, got {signal.range!r}"
+        )
+    return float(signal.range)
+
+
+def evaluate_instant(source: Source, signal: Signal, t: float) -> SignalFrame:
+    """The signal at the single time `t` (a one-point `query_range`)."""
+    return source.query_range(signal, t, t, 1.0)
