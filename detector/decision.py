@@ -282,6 +282,9 @@ def decide(
                 )
                 if candidate != c.name:
                     why = f"{raw.reason}; an earlier constraint in the sequence takes precedence"
+        elif raw.state == "at_limit" and c.name in blocked_by and (ev.ratio or 0.0) > 1.0:
+            state_name, decision = "deferred", "defer"
+            why = f"deferred: predecessor {blocked_by[c.name]} is binding; {raw.reason}"
         elif raw.state == "proxy" and c.name in blocked_by:
             why = f"{raw.reason} (predecessor {blocked_by[c.name]} is binding)"
         elif raw.state in ("slack", "at_limit") and c.name in resolved:
