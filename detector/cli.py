@@ -66,7 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     gen = rules_sub.add_parser("generate", help="compile a pack into Prometheus rule files")
     gen.add_argument("--pack", default=None)
     gen.add_argument("--output-dir", default="rules/generated")
-    gen.add_argument("--runbook-base-url", default=None)
+    gen.add_argument("--runbook-base-url", default=None, help="base URL for runbook_url annotations")
+    gen.add_argument("--job", default=None, help="scrape job label of csf itself (default csf)")
+    gen.add_argument("--evaluation-interval", default=None, help="csf's evaluation interval the alert timings follow")
 
     dash = sub.add_parser("dashboards", help="Grafana dashboard generation")
     dash_sub = dash.add_subparsers(dest="dashboards_command", required=True)
