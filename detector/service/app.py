@@ -30,7 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -40,9 +40,11 @@ from detector.service.runner import Runner
 from detector.service.state import StateError, StateStore
 from detector.timefmt import format_time, parse_time
 from exporters.prometheus import EvaluationCollector, ServiceMetrics
+from exporters.status_page import render_status_page
 
 HISTORY_MAX_LIMIT = 10000
 HISTORY_DEFAULT_LIMIT = 1000
+STATUS_PAGE_HISTORY = 96
 
 log = logging.getLogger("csf.service")
 
@@ -236,6 +238,29 @@ def create_app(
                 "binding_changes": changes,
             }
         )
+
+    @app.get("/", summary="Status page (HTML)", response_class=HTMLResponse)
+    def status_page(
+        pipeline: str | None = Query(None, description="pipeline name (default: the first configured)"),
+    ) -> Response:
+        name = _pipeline(pipeline)
+        if isinstance(name, JSONResponse):
+            return name
+        latest = the_runner.latest(name)
+        rows: list[dict[str, Any]] = []
+        if the_runner.state is not None:
+            try:
+                rows = the_runner.state.history(name, None, STATUS_PAGE_HISTORY)
+            except StateError:
+                rows = []
+        refresh = max(5, min(300, int(config.evaluation_interval)))
+        html = render_status_page(
+            latest.to_dict() if latest is not None else None,
+            rows,
+            refresh_seconds=refresh,
+            pipelines=the_runner.names,
+        )
+        return HTMLResponse(html)
 
     @app.get("/api/v1/pipelines", summary="Configured pipelines")
     def pipelines() -> JSONResponse:
