@@ -43,28 +43,32 @@ class Pipeline:
             evidence = gather_evidence(self.pack, self.source, now, tracer)
             cpu = time.process_time() - cpu0
             wall = time.perf_counter() - wall0
-            span.set_attribute("csf.pipeline", self.name)
-            span.set_attribute("csf.evaluation_time", now)
-            span.set_attribute("csf.cpu_seconds", cpu)
-            span.set_attribute("csf.wall_seconds", wall)
-            span.set_attribute("csf.samples_read", evidence.samples_read)
-            span.set_attribute("csf.queries", evidence.queries)
-            span.set_attribute("csf.source_up", evidence.source_up)
-        org = self.pack.organisation
-        overhead = None
-        if org.analysis_hours is not None and org.capacity_hours:
-            overhead = org.analysis_hours / org.capacity_hours
-        meta = MetaReport(
-            cpu_seconds=cpu,
-            wall_seconds=wall,
-            queries=evidence.queries,
-            samples_read=evidence.samples_read,
-            memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            overhead_ratio=overhead,
-        )
-        evaluation, self.state = decide(self.pack, evidence, self.state, meta, pipeline=self.name)
-        span.set_attribute("csf.binding", evaluation.binding or "none")
-        span.set_attribute("csf.decision", evaluation.decision)
+            org = self.pack.organisation
+            overhead = None
+            if org.analysis_hours is not None and org.capacity_hours:
+                overhead = org.analysis_hours / org.capacity_hours
+            meta = MetaReport(
+                cpu_seconds=cpu,
+                wall_seconds=wall,
+                queries=evidence.queries,
+                samples_read=evidence.samples_read,
+                memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                overhead_ratio=overhead,
+            )
+            evaluation, self.state = decide(self.pack, evidence, self.state, meta, pipeline=self.name)
+            span.set_attributes(
+                {
+                    "csf.pipeline": self.name,
+                    "csf.evaluation_time": now,
+                    "csf.cpu_seconds": cpu,
+                    "csf.wall_seconds": wall,
+                    "csf.samples_read": evidence.samples_read,
+                    "csf.queries": evidence.queries,
+                    "csf.source_up": evidence.source_up,
+                    "csf.binding": evaluation.binding or "none",
+                    "csf.decision": evaluation.decision,
+                }
+            )
         self.latest = evaluation
         return evaluation
 
