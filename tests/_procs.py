@@ -1,0 +1,148 @@
+"""Helpers for tests that run real binaries (Prometheus, promtool) and local HTTP servers.
+
+Rule for external binaries: a test that needs one is skipped with a clear reason when
+it is missing locally, and FAILS when the environment says ``CI=true`` (CI must have
+every binary installed).
+
+Every wait here is bounded; every process and server started is stopped by its owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+
+
+def require_binary(path: str) -> str:
+    """The binary's path; skip (locally) or fail (CI=true) when it is not installed."""
+    found = (
+        path if os.path.isfile(path) and os.access(path, os.X_OK) else shutil.which(os.path.basename(path))
+    )
+    if found:
+        return found
+    reason = f"{path} is not installed (Debian package: {os.path.basename(path)})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> None:
+    """Poll `check` until it is true; raise AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 - polled checks may fail until ready
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout:g}s waiting for {what}" + (f": {last_exc!r}" if last_exc else "")
+    )
+
+
+class PrometheusProcess:
+    """A real Prometheus on 127.0.0.1:<random port>, stopped by `stop()` (or the context manager)."""
+
+    def __init__(
+        self, tmp: Path, config_yaml: str, *, data_dir: Path | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
+        binary = require_binary(PROMETHEUS)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.config_path = tmp / "prometheus.yml"
+        self.config_path.write_text(config_yaml)
+        self.data_dir = data_dir if data_dir is not None else tmp / "data"
+        self.log_path = tmp / "prometheus.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={self.data_dir}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                *extra_args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"prometheus exited with {self.proc.returncode}: {self.log_tail()}")
+            return httpx.get(self.url + "/-/ready", timeout=1.0).status_code == 200
+
+        wait_until(ready, timeout, 0.1, "prometheus /-/ready")
+
+    def log_tail(self, n: int = 3000) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+    def __enter__(self) -> PrometheusProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def prometheus(tmp: Path, config_yaml: str, **kwargs: Any) -> Iterator[PrometheusProcess]:
+    proc = PrometheusProcess(tmp, config_yaml, **kwargs)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def serve_asgi(app: Any, timeout: float = 15.0) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a thread on 127.0.0.1:<random port>; yields its base URL."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout, 0.05, "uvicorn start")
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
