@@ -9,7 +9,7 @@ ARGS   ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[dev,plot]'
 	touch $(STAMP)
 
 ## run the service on its embedded default: built-in simulator + default pack + SQLite under ./.csf

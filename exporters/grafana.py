@@ -3,7 +3,9 @@
 Panels read only csf's own metrics (see README "Metrics"), so the dashboard works
 for any pack: the binding constraint and decision, state timelines, pressure
 against 1.0, causal tests passed, revenue at risk and ROI against theta,
-evaluation cost and the meta-constraint, and input freshness.
+evaluation cost and the meta-constraint, and input freshness. Every query
+aggregates the scrape target away (``max by (pipeline, ...)``): two replicas of one
+shard publish identical series, and each panel shows them once.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
 
     panels.append(_panel(
         nid(), "Binding constraint", "stat", (0, 0, 8, 5),
-        [_target(f"csf_binding_constraint{{{SEL}}} == 1", "{{constraint}}", instant=True)],
+        [_target(f"max by (pipeline, constraint) (csf_binding_constraint{{{SEL}}}) == 1", "{{constraint}}", instant=True)],
         "The one constraint limiting the platform now (after hysteresis); 'observability' when csf cannot see.",
         options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                  "textMode": "name", "colorMode": "background", "graphMode": "none"},
@@ -69,14 +71,14 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
     ))
     panels.append(_panel(
         nid(), "Decision", "stat", (8, 0, 8, 5),
-        [_target(f"csf_decision{{{SEL}}} == 1", "{{decision}}", instant=True)],
+        [_target(f"max by (pipeline, decision) (csf_decision{{{SEL}}}) == 1", "{{decision}}", instant=True)],
         "invest / defer / investigate / stop / observe for the platform.",
         options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                  "textMode": "name", "colorMode": "background", "graphMode": "none"},
     ))
     panels.append(_panel(
         nid(), "Evaluation age", "stat", (16, 0, 8, 5),
-        [_target(f"time() - csf_last_evaluation_timestamp_seconds{{{SEL}}}", "{{pipeline}}", instant=True)],
+        [_target(f"time() - max by (pipeline) (csf_last_evaluation_timestamp_seconds{{{SEL}}})", "{{pipeline}}", instant=True)],
         "Seconds since the last evaluation; csf_source_up shows whether the source answered.",
         fieldConfig={"defaults": {"unit": "s", "thresholds": {"mode": "absolute", "steps": [
             {"color": "green", "value": None}, {"color": "red", "value": 300}]}}, "overrides": []},
@@ -103,7 +105,7 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
     ))
     panels.append(_panel(
         nid(), "Pressure (signal / target)", "timeseries", (0, 19, 12, 8),
-        [_target(f"csf_constraint_pressure_ratio{{{SEL}}}", "{{constraint}}")],
+        [_target(f"max by (pipeline, constraint) (csf_constraint_pressure_ratio{{{SEL}}})", "{{constraint}}")],
         "Above 1.0 the constraint is beyond its target.",
         fieldConfig={"defaults": {"custom": {"thresholdsStyle": {"mode": "line"}}, "thresholds": {
             "mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}]}},
@@ -111,21 +113,21 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
     ))
     panels.append(_panel(
         nid(), "Causal tests passed (of 5)", "bargauge", (12, 19, 12, 8),
-        [_target(f"csf_constraint_causal_tests_passed{{{SEL}}}", "{{constraint}}", instant=True)],
+        [_target(f"max by (pipeline, constraint) (csf_constraint_causal_tests_passed{{{SEL}}})", "{{constraint}}", instant=True)],
         "3 or more = causal; 2 or fewer = proxy for a confounder.",
         fieldConfig={"defaults": {"min": 0, "max": 5, "thresholds": {"mode": "absolute", "steps": [
             {"color": "red", "value": None}, {"color": "green", "value": 3}]}}, "overrides": []},
     ))
     panels.append(_panel(
         nid(), "Annual revenue at risk", "timeseries", (0, 27, 12, 8),
-        [_target(f"csf_constraint_annual_revenue_at_risk_dollars{{{SEL}}}", "{{constraint}}")],
+        [_target(f"max by (pipeline, constraint) (csf_constraint_annual_revenue_at_risk_dollars{{{SEL}}})", "{{constraint}}")],
         "Dollars per year the constraint puts at risk (pack economics).",
         fieldConfig={"defaults": {"unit": "currencyUSD"}, "overrides": []},
     ))
     panels.append(_panel(
         nid(), "ROI against theta", "timeseries", (12, 27, 12, 8),
-        [_target(f"csf_constraint_roi_ratio{{{SEL}}}", "ROI {{constraint}}", "A"),
-         _target(f"csf_constraint_roi_threshold_ratio{{{SEL}}}", "theta {{constraint}}", "B")],
+        [_target(f"max by (pipeline, constraint) (csf_constraint_roi_ratio{{{SEL}}})", "ROI {{constraint}}", "A"),
+         _target(f"max by (pipeline, constraint) (csf_constraint_roi_threshold_ratio{{{SEL}}})", "theta {{constraint}}", "B")],
         "Invest only where ROI clears theta (3.0, 5.0 when the evidence is fragile) or an exception applies.",
     ))
     panels.append(_panel(
@@ -137,14 +139,14 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
     ))
     panels.append(_panel(
         nid(), "Meta-constraint", "timeseries", (8, 35, 8, 7),
-        [_target(f"csf_meta_cpu_seconds{{{SEL}}}", "cpu s/evaluation", "A"),
-         _target(f"csf_meta_overhead_ratio{{{SEL}}}", "analysis overhead", "B")],
+        [_target(f"max by (pipeline) (csf_meta_cpu_seconds{{{SEL}}})", "cpu s/evaluation", "A"),
+         _target(f"max by (pipeline) (csf_meta_overhead_ratio{{{SEL}}})", "analysis overhead", "B")],
         f"Above {pack.organisation.meta_overhead_limit:g} analysis overhead the framework itself is the constraint.",
     ))
     panels.append(_panel(
         nid(), "Input freshness", "timeseries", (16, 35, 8, 7),
-        [_target(f"csf_constraint_inputs_missing{{{SEL}}}", "missing {{constraint}}", "A"),
-         _target(f"csf_source_up{{{SEL}}}", "source up", "B")],
+        [_target(f"max by (pipeline, constraint) (csf_constraint_inputs_missing{{{SEL}}})", "missing {{constraint}}", "A"),
+         _target(f"max by (pipeline) (csf_source_up{{{SEL}}})", "source up", "B")],
         "1 = inputs missing or stale (constraint is observe); source up 0 = csf is blind.",
     ))
     return {

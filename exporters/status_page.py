@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -20,17 +21,39 @@ _STATE_COLOURS = {
 }
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem;color:#1c2833;background:#fbfcfc}
+main{max-width:80rem}
 h1{font-size:1.3rem;margin:0 0 .2rem} h2{font-size:1.05rem;margin:1.4rem 0 .5rem}
-.verdict{border-radius:8px;padding:1rem 1.2rem;color:#fff;background:#1e8449;max-width:70rem}
+a{color:#1f618d}
+.verdict{border-radius:8px;padding:1rem 1.2rem;color:#fff;background:#1e8449;margin-top:.6rem}
 .verdict.binding{background:#c0392b} .verdict.observability{background:#7f8c8d}
-.verdict .name{font-size:2rem;font-weight:700} .verdict .decision{font-size:1.1rem;opacity:.95}
-.muted{color:#566573;font-size:.85rem} table{border-collapse:collapse;margin-top:.3rem}
+.verdict.binding.defer,.verdict.binding.investigate{background:#b9770e}
+.verdict .label{font-size:.85rem;opacity:.9} .verdict .name{font-size:2rem;font-weight:700}
+.verdict .decision{font-size:1.1rem;opacity:.95} .verdict p{margin:.5rem 0 0}
+.muted{color:#566573;font-size:.85rem} table{border-collapse:collapse;margin-top:.3rem;width:100%}
 td,th{border-bottom:1px solid #d5dbdb;padding:.35rem .6rem;text-align:left;vertical-align:top;font-size:.9rem}
 th{background:#eaeded} .pill{display:inline-block;border-radius:10px;padding:0 .5rem;color:#fff;font-size:.8rem}
 .PASS{color:#1e8449;font-weight:600} .FAIL{color:#c0392b;font-weight:600} .INCONCLUSIVE{color:#7f8c8d}
-.timeline{display:flex;gap:2px;margin-top:.4rem} .timeline span{flex:1;height:22px;border-radius:2px}
-.num{text-align:right;font-variant-numeric:tabular-nums}
+.timeline{display:flex;gap:1px;margin-top:.4rem} .timeline span{flex:1;height:22px}
+.timeline span:first-child{border-radius:3px 0 0 3px} .timeline span:last-child{border-radius:0 3px 3px 0}
+.span{display:flex;justify-content:space-between} .legend span{margin-right:1rem;white-space:nowrap}
+.legend i{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;vertical-align:-1px}
+details{border-bottom:1px solid #d5dbdb;padding:.3rem 0} summary{cursor:pointer;font-size:.92rem}
+details table{margin:.3rem 0 .4rem}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 """
+_PALETTE = ("#c0392b", "#2471a3", "#d68910", "#7d3c98", "#117a65", "#b03a2e", "#1f618d")
+_GREY = "#7f8c8d"
+_NONE = "#d5dbdb"
+
+
+def _fmt_time(value: Any) -> str:
+    """RFC3339 text as 'YYYY-MM-DD HH:MM:SS UTC' (seconds precision); other text unchanged."""
+    text = str(value or "")
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _fmt(v: Any, kind: str = "num") -> str:
@@ -47,6 +70,9 @@ def _fmt(v: Any, kind: str = "num") -> str:
         return f"{float(v):.2f}"
     if kind == "x":
         return f"{float(v):.1f}x"
+    if kind == "p":
+        v = float(v)
+        return f"{v:.2g}" if v == 0 or v >= 1e-3 else f"{v:.1e}"
     return f"{float(v):.4g}"
 
 
@@ -70,28 +96,35 @@ def render_status_page(
     )
     if status is None:
         return head + (
-            '<h1>csf</h1><div class="verdict observability" id="verdict"><div class="name" id="binding">'
-            "no evaluation yet</div><div class=decision>waiting for the first evaluation</div></div></body></html>"
+            '<main><h1>csf</h1><div class="verdict observability" id="verdict"><div class="name" id="binding">'
+            "no evaluation yet</div><div class=decision>waiting for the first evaluation</div></div>"
+            "</main></body></html>"
         )
     binding = status.get("binding")
     cls = "binding" if binding and binding != "observability" else ("observability" if binding else "")
-    parts = [head, f"<h1>csf — constraint-sequence detector</h1><div class=muted>pipeline "
-             f"<b>{escape(str(status.get('pipeline', '')))}</b> · evaluated {escape(str(status.get('time', '')))}"
-             f" · csf {escape(__version__)}</div>"]
+    if cls == "binding" and status.get("decision") in ("defer", "investigate"):
+        cls += f" {status.get('decision')}"  # amber: binding, but not (yet) worth the investment
+    constraints = list(status.get("constraints", []))
+    names = [str(c.get("name")) for c in constraints]
+    parts = [head, "<main><h1>csf — constraint-sequence detector</h1><div class=muted>pipeline "
+             f"<b>{escape(str(status.get('pipeline', '')))}</b> · evaluated "
+             f"<span id=evaluated>{escape(_fmt_time(status.get('time')))}</span> · csf {escape(__version__)}</div>"]
     if len(pipelines) > 1:
         links = " · ".join(f'<a href="/?pipeline={escape(p)}">{escape(p)}</a>' for p in pipelines)
         parts.append(f"<div class=muted>pipelines: {links}</div>")
     parts.append(
-        f'<div class="verdict {cls}" id="verdict"><div class=muted style="color:#fff">binding constraint</div>'
+        f'<div class="verdict {cls}" id="verdict"><div class=label>binding constraint</div>'
         f'<div class="name" id="binding">{escape(binding or "none (healthy)")}</div>'
         f'<div class="decision" id="decision">decision: <b>{escape(str(status.get("decision")))}</b></div>'
         f'<p id="explanation">{escape(str(status.get("explanation", "")))}</p></div>'
     )
+    if history:
+        parts.append(_timeline(history, names))
     parts.append("<h2>Constraints (dependency order)</h2><table id=constraints><tr><th>constraint</th>"
                  "<th>state</th><th>decision</th><th class=num>pressure</th><th class=num>tests passed</th>"
                  "<th class=num>Γ*</th><th class=num>revenue at risk / yr</th><th class=num>ROI</th>"
                  "<th class=num>θ</th><th>why</th></tr>")
-    for c in status.get("constraints", []):
+    for c in constraints:
         causal = c.get("causal") or {}
         parts.append(
             f"<tr data-constraint=\"{escape(c['name'])}\"><td><b>{escape(c['name'])}</b><div class=muted>"
@@ -103,31 +136,60 @@ def render_status_page(
             f"<td class=num>{_fmt(c.get('roi'), 'x')}</td><td class=num>{_fmt(c.get('theta'), 'x')}</td>"
             f"<td>{escape(c.get('explanation', ''))}</td></tr>"
         )
-    parts.append("</table><h2>Causal tests</h2><table id=tests><tr><th>constraint</th><th>test</th>"
-                 "<th>result</th><th class=num>statistic</th><th class=num>p</th><th class=num>n</th>"
-                 "<th>reason</th></tr>")
-    for c in status.get("constraints", []):
+    parts.append("</table><h2>Causal tests</h2><div id=tests>")
+    for c in constraints:
         tests = (c.get("causal") or {}).get("tests") or {}
+        if not tests:
+            continue
+        passed = sum(1 for t in tests.values() if t.get("result") == "PASS")
+        verdict = (c.get("causal") or {}).get("verdict") or ""
+        # the constraints the verdict is about are open; the others fold away
+        opened = " open" if c.get("state") in ("binding", "proxy") or c.get("name") == binding else ""
+        parts.append(
+            f"<details data-constraint=\"{escape(c['name'])}\"{opened}><summary><b>{escape(c['name'])}</b> · "
+            f"{passed} of {len(tests)} pass · {escape(str(verdict))}</summary><table><tr><th>test</th>"
+            "<th>result</th><th class=num>statistic</th><th class=num>p</th><th class=num>n</th>"
+            "<th>reason</th></tr>"
+        )
         for name, t in tests.items():
             parts.append(
-                f"<tr><td>{escape(c['name'])}</td><td>{escape(name)}</td>"
+                f"<tr><td>{escape(name)}</td>"
                 f"<td class=\"{escape(t['result'])}\">{escape(t['result'])}</td>"
-                f"<td class=num>{_fmt(t.get('statistic'))}</td><td class=num>{_fmt(t.get('p_value'))}</td>"
+                f"<td class=num>{_fmt(t.get('statistic'))}</td><td class=num>{_fmt(t.get('p_value'), 'p')}</td>"
                 f"<td class=num>{escape(str(t.get('n', '')))}</td><td>{escape(t.get('reason', ''))}</td></tr>"
             )
-    parts.append("</table>")
-    if history:
-        parts.append("<h2>Recent evaluations</h2><div class=timeline id=timeline>")
-        palette = ["#c0392b", "#2471a3", "#d68910", "#7d3c98", "#117a65", "#b03a2e", "#1f618d"]
-        names = [c["name"] for c in status.get("constraints", [])]
-        for row in history:
-            b = row.get("binding")
-            colour = "#7f8c8d" if b == "observability" else (
-                palette[names.index(b) % len(palette)] if b in names else "#d5dbdb")
-            parts.append(f'<span title="{escape(str(row.get("time")))}: {escape(str(b or "none"))}" '
-                         f'style="background:{colour}"></span>')
-        parts.append("</div><div class=muted>oldest left, newest right; grey = none or observability</div>")
+        parts.append("</table></details>")
+    parts.append("</div>")
     parts.append('<p class=muted>JSON: <a href="/api/v1/status">/api/v1/status</a> · '
                  '<a href="/api/v1/history">/api/v1/history</a> · <a href="/metrics">/metrics</a> · '
-                 '<a href="/docs">API docs</a></p></body></html>')
+                 '<a href="/docs">API docs</a></p></main></body></html>')
+    return "".join(parts)
+
+
+def _colour(binding: Any, names: Sequence[str]) -> str:
+    if binding == "observability":
+        return _GREY
+    if binding in names:
+        return _PALETTE[list(names).index(binding) % len(_PALETTE)]
+    return _NONE
+
+
+def _timeline(history: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:
+    """One bar per stored evaluation (oldest left), coloured by its binding constraint, with a legend."""
+    parts = [f"<h2>Recent evaluations ({len(history)})</h2><div class=timeline id=timeline>"]
+    seen: list[str] = []
+    for row in history:
+        b = row.get("binding")
+        key = str(b) if b else "none"
+        if key not in seen:
+            seen.append(key)
+        parts.append(f'<span data-binding="{escape(key)}" title="{escape(_fmt_time(row.get("time")))}: '
+                     f'{escape(key)}" style="background:{_colour(b, names)}"></span>')
+    parts.append(f"</div><div class=\"muted span\" id=timeline-span><span>{escape(_fmt_time(history[0].get('time')))}"
+                 f"</span> <span>{escape(_fmt_time(history[-1].get('time')))}</span></div>"
+                 "<div class=\"muted legend\" id=timeline-legend>")
+    for key in seen:
+        parts.append(f'<span><i style="background:{_colour(None if key == "none" else key, names)}"></i>'
+                     f"{escape(key)}</span> ")
+    parts.append("</div>")
     return "".join(parts)
