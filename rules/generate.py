@@ -275,11 +275,12 @@ class _Ctx:
     base: str
     job: str
     interval: float
+    min_hold: float = MIN_HOLD
 
     @property
     def hold(self) -> float:
-        """`for` / `keep_firing_for` of state alerts: two evaluations (at least 5m) ride out one hiccup."""
-        return max(2 * self.interval, MIN_HOLD)
+        """`for` / `keep_firing_for` of state alerts: two evaluations (at least `min_hold`, 5m by default)."""
+        return max(2 * self.interval, self.min_hold)
 
 
 def _binding_rule(ctx: _Ctx, c: Constraint) -> Rule:
@@ -547,14 +548,27 @@ def alert_groups(
     runbook_base_url: str | None = None,
     job: str = DEFAULT_JOB,
     evaluation_interval: float | None = None,
+    min_hold: float = MIN_HOLD,
 ) -> list[dict[str, Any]]:
-    """The alerting rule groups (as plain data) for `pack`."""
+    """The alerting rule groups (as plain data) for `pack`.
+
+    `min_hold` (seconds) floors the `for`/`keep_firing_for` of the state alerts; keep the
+    default outside tests that play simulated time faster than real time.
+    """
     interval = float(evaluation_interval) if evaluation_interval is not None else DEFAULT_EVALUATION_INTERVAL
     if interval <= 0:
         raise ValueError(f"evaluation interval must be positive, got {evaluation_interval!r}")
+    if not min_hold >= 0:
+        raise ValueError(f"min_hold must be >= 0 seconds, got {min_hold!r}")
     if not job or '"' in job or "\\" in job:
         raise ValueError(f"invalid job label value {job!r}")
-    ctx = _Ctx(pack=pack, base=normalise_base_url(runbook_base_url), job=job, interval=interval)
+    ctx = _Ctx(
+        pack=pack,
+        base=normalise_base_url(runbook_base_url),
+        job=job,
+        interval=interval,
+        min_hold=float(min_hold),
+    )
     position = {name: i for i, name in enumerate(pack.names)}
 
     keyed: list[tuple[tuple[str, int, str], Rule]] = []
@@ -580,19 +594,25 @@ def generate_rules(
     job: str = DEFAULT_JOB,
     evaluation_interval: float | None = None,
     recording: bool = True,
+    min_hold: float = MIN_HOLD,
 ) -> dict[str, str]:
     """filename -> YAML text of every rule file for `pack` (deterministic; sorted by filename).
 
     `evaluation_interval` (seconds) defaults to `csf serve`'s default (60 s); it sets the
-    alerts' `for`/`keep_firing_for` (two evaluations, at least 5m) and the CSFEvaluationStale
-    limit (three evaluations).
+    alerts' `for`/`keep_firing_for` (two evaluations, at least `min_hold` = 5m) and the
+    CSFEvaluationStale limit (three evaluations). Lower `min_hold` only where simulated
+    time runs faster than the wall clock (end-to-end tests).
     """
     files = {
         alerts_filename(pack): _dump(
             _header(pack, "alerting rules on csf's own metrics"),
             {
                 "groups": alert_groups(
-                    pack, runbook_base_url, job=job, evaluation_interval=evaluation_interval
+                    pack,
+                    runbook_base_url,
+                    job=job,
+                    evaluation_interval=evaluation_interval,
+                    min_hold=min_hold,
                 )
             },
         )
@@ -661,6 +681,7 @@ __all__ = [
     "ALERT_KINDS",
     "DEFAULT_JOB",
     "DEFAULT_RUNBOOK_BASE_URL",
+    "MIN_HOLD",
     "AlertKind",
     "alert_groups",
     "alert_runbook_url",
