@@ -98,6 +98,24 @@ def raw_state(pack: Pack, ev: ConstraintEvidence) -> _Raw:
         return _Raw("observe", False, "cannot judge: no value for the signal")
     beyond = ratio > 1.0
     pressure_txt = f"pressure {ratio:.2f} ({p.x_now:.4g} vs target {c.target:.4g})" if p and p.x_now is not None else ""
+    if beyond and p is not None:
+        # Beyond target on too little history is "cannot judge yet", never healthy.
+        w = pack.windows
+        expected = max(1, int(round(w.sustained_window / w.status_window)))
+        if not p.sustained and p.windows_total < w.sustained_fraction * expected:
+            return _Raw(
+                "observe",
+                False,
+                f"{pressure_txt}, but only {p.windows_total} of the last {expected} status windows have data: "
+                "not enough history to tell whether it is sustained",
+            )
+        if ev.coverage is not None and ev.coverage < w.min_coverage:
+            return _Raw(
+                "observe",
+                False,
+                f"{pressure_txt}, but only {ev.coverage:.0%} of the {w.lookback / 86400:g}-day panel has data "
+                f"(needs {w.min_coverage:.0%}) for the causal tests",
+            )
     if beyond and p is not None and not p.sustained:
         return _Raw(
             "at_limit",

@@ -345,6 +345,7 @@ def _constraint_evidence(
             missing.append(f"histogram {c.economics.streak_histogram}")
         else:
             histograms.append((c.economics.streak_histogram, h))
+    coverage = float(np.mean(np.isfinite(x) & np.isfinite(y))) if x.size else 0.0
     key = (c.signal, c.outcome)
     ce = causal_cache.get(key)
     if ce is None and not panel_missing:
@@ -362,6 +363,7 @@ def _constraint_evidence(
         guards=figures,
         inputs=tuple(sorted(inputs.items())),
         histograms=tuple(histograms),
+        coverage=coverage,
     )
     if pressure.x_now is None:
         return ev

@@ -234,6 +234,8 @@ class ConstraintEvidence:
     guards: tuple[tuple[str, float], ...] = ()
     inputs: tuple[tuple[str, float], ...] = ()
     overhead_ratio: float | None = None
+    coverage: float | None = None
+    """Share of the panel's (unit, step) points where both X and Y have a value."""
     histograms: tuple[tuple[str, tuple[np.ndarray, np.ndarray]], ...] = ()
     """Per-bucket rates (upper bounds, counts) of histograms the economics model reads."""
 

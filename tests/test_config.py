@@ -145,8 +145,8 @@ def test_empty_file_means_defaults(tmp_path):
         ),
         ("pipelines:\n  - name: 'bad name'\n", "csf.yaml:2:11: pipelines[0].name: must be 1-64 characters"),
         (
-            "pipelines:\n  - name: a\n    source:\n      type: prometheus\n      url: http://x\n",
-            "csf.yaml:4:13: pipelines[0].source.type: unknown source type 'prometheus' (known: simulator)",
+            "pipelines:\n  - name: a\n    source:\n      type: kafka\n",
+            "csf.yaml:4:13: pipelines[0].source.type: unknown source type 'kafka' (known: prometheus, push, simulator)",
         ),
         (
             "pipelines:\n  - name: a\n    source: {seed: 1}\n",

@@ -261,3 +261,34 @@ def test_invariants_hold_on_any_sequence(steps, enter, exit_):
                 for c, r, p in zip(pack.constraints, (ra, rb, rc), (pa, pb, pc), strict=True)]
         ev2, state2 = decide(pack, EvidenceSet(time=float(i), constraints=tuple(cons)), state2, META)
         assert ev2.to_dict() == history[i].to_dict()
+
+
+def test_beyond_target_on_too_little_history_is_observe_not_healthy():
+    pack = _pack(enter=1)
+    a = pack.constraint("a")
+    young = replace(_ev(a, 1.5, sustained=False), pressure=Pressure(1.5, 1.5, False, 1, 1))
+    ev, _ = decide(pack, EvidenceSet(time=0.0, constraints=(young, *(_ev(c, 0.5) for c in pack.constraints[1:]))),
+                   HysteresisState(), META)
+    assert ev.constraint("a").state == "observe"
+    assert "not enough history" in ev.constraint("a").explanation
+    assert ev.binding == OBSERVABILITY and ev.decision == "observe"
+    # with a full day of windows, a short excursion is simply not sustained
+    brief = replace(_ev(a, 1.5, sustained=False), pressure=Pressure(1.5, 1.5, False, 3, 24))
+    ev, _ = decide(pack, EvidenceSet(time=0.0, constraints=(brief, *(_ev(c, 0.5) for c in pack.constraints[1:]))),
+                   HysteresisState(), META)
+    assert ev.constraint("a").state == "at_limit" and ev.binding is None
+
+
+def test_beyond_target_on_a_sparse_panel_is_observe():
+    pack = _pack(enter=1)
+    a = pack.constraint("a")
+    sparse = replace(_ev(a, 1.5), coverage=0.2)
+    ev, _ = decide(pack, EvidenceSet(time=0.0, constraints=(sparse, *(_ev(c, 0.5) for c in pack.constraints[1:]))),
+                   HysteresisState(), META)
+    assert ev.constraint("a").state == "observe"
+    assert "20% of the 7-day panel" in ev.constraint("a").explanation
+    # within target, a sparse panel does not matter: the value itself is within target
+    calm = replace(_ev(a, 0.5), coverage=0.2)
+    ev, _ = decide(pack, EvidenceSet(time=0.0, constraints=(calm, *(_ev(c, 0.5) for c in pack.constraints[1:]))),
+                   HysteresisState(), META)
+    assert ev.constraint("a").state == "slack"
