@@ -27,6 +27,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--evaluation-interval", default=None, help="seconds or duration between evaluations (e.g. 60s, 1m)"
     )
     serve.add_argument("--log-level", default=None, help="debug, info, warning, error")
+    serve.add_argument(
+        "--shard", default=None, help="I/N: evaluate only the pipelines whose name hashes to shard I of N"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening on a non-loopback address without an auth token (CSF_AUTH_TOKEN)",
+    )
 
     sim = sub.add_parser("simulate", help="play a simulated platform: write OpenMetrics or serve /metrics")
     sim.add_argument("--scenario", default="sequence")

@@ -16,29 +16,68 @@ File layout (every key optional; unknown keys are errors)::
     data_dir: ./.csf              # relative paths in the file resolve against the file's directory
     evaluation_interval: 60s
     log_level: info               # debug | info | warning | error
+    shard: 0/2                    # evaluate only this shard's pipelines (see `Shard`); default: all
+    max_body_bytes: 16777216      # requests with a larger body are refused with 413
+    state:
+      url: sqlite:///csf.db       # or postgresql://user@host/db; default: <data_dir>/csf.db
+    auth:
+      token_file: /run/secrets/csf-token   # Bearer token for write/reload/admin endpoints
+      protect_reads: false        # true: the read API and /metrics need the token too
+    alertmanager:                 # optional push mode: csf sends its alerts to Alertmanager itself
+      url: http://127.0.0.1:9093  # or CSF_ALERTMANAGER_URL (which also turns push mode on)
+      resend_interval: 1m         # active alerts are re-sent this often (they expire after 4x)
+      timeout: 5s                 # per HTTP request
+      runbook_base_url: https://runbooks.example.com/csf/   # where deploy/runbooks/ is published
     pipelines:
       - name: default
         pack: packs/my-pack.yaml  # omitted: the built-in default pack
         source:
-          type: simulator         # the only source type for now
+          type: simulator         # simulator | prometheus | push
           scenario: sequence
           seed: 1
           speed: 1.0              # simulated seconds per wall-clock second
           interval: 60s           # simulated sample interval
+      - name: prod
+        source:
+          type: prometheus        # a Prometheus-compatible query API, read at wall-clock time
+          url: http://prometheus:9090   # no credentials in the URL: use the keys below
+          timeout: 10s            # per request
+          retries: 2              # of 5xx/429/connection failures, exponential backoff
+          bearer_token_file: /run/secrets/prom-token   # or bearer_token: ..., or basic_auth:
+          # basic_auth: {username: csf, password_file: /run/secrets/prom-password}  # or password:
+          tenant: team-a          # sent as X-Scope-OrgID (Mimir, Cortex)
+          tls_verify: true
+      - name: pushed
+        source:
+          type: push              # fed by POST /api/v1/write (remote_write) and POST /v1/metrics (OTLP)
+          max_decoded_bytes: 67108864   # largest decompressed request (413 above)
+
+Source details, routing of pushed samples and retention: docs/ingestion.md.
 
 ``csf serve`` also reads the file path from ``CSF_CONFIG`` when ``--config`` is not given.
 The pipeline-level overrides (``CSF_PACK``/``--pack``, ``CSF_SCENARIO``/``--scenario``,
 ``CSF_SEED``/``--seed``, ``CSF_SPEED``/``--speed``) apply to every pipeline; the
 simulator ones to every pipeline whose source is a simulator (an error when none is).
+``CSF_SHARD``/``--shard i/n`` (or ``shard:`` in the file) keeps only the pipelines whose
+stable hash falls in shard i of n (see `shard_of`); a shard that owns none is an error.
 An empty environment variable is an error, not "unset".
+
+Secrets: the auth token comes from ``CSF_AUTH_TOKEN``, else the file named by
+``CSF_AUTH_TOKEN_FILE``, else ``auth.token_file`` (rules in `detector.service.auth`);
+``CSF_STATE_URL`` (or ``state.url``) may hold a database password. Neither is ever part
+of an error message, a log line or the ``repr`` of `Config`. There is no command-line
+flag for either (command lines are visible to every local user). The same holds for a
+Prometheus source's ``bearer_token`` and basic-auth password (``describe()`` shows them
+as ``<redacted>``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +93,7 @@ DEFAULT_PORT = 9466
 DEFAULT_DATA_DIR = ".csf"
 DEFAULT_EVALUATION_INTERVAL = 60.0
 DEFAULT_PIPELINE = "default"
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 ENV_VARS: dict[str, str] = {
     "host": "CSF_HOST",
@@ -65,6 +105,10 @@ ENV_VARS: dict[str, str] = {
     "scenario": "CSF_SCENARIO",
     "seed": "CSF_SEED",
     "speed": "CSF_SPEED",
+    "shard": "CSF_SHARD",
+    "state_url": "CSF_STATE_URL",
+    "max_body_bytes": "CSF_MAX_BODY_BYTES",
+    "alertmanager_url": "CSF_ALERTMANAGER_URL",
 }
 """Setting -> environment variable. The same keys are accepted as CLI overrides."""
 
@@ -73,6 +117,45 @@ _PIPELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the file/line, variable or flag."""
+
+
+def shard_of(pipeline: str, count: int) -> int:
+    """The shard (0..count-1) that owns `pipeline`: SHA-256 of the UTF-8 name, as a big-endian
+    integer, modulo `count`. Stable across processes, hosts and versions (unlike `hash()`)."""
+    if count < 1:
+        raise ValueError(f"shard count must be >= 1, got {count}")
+    return int.from_bytes(hashlib.sha256(pipeline.encode("utf-8")).digest(), "big") % count
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`: this process evaluates only the pipelines it owns."""
+
+    index: int
+    count: int
+
+    def owns(self, pipeline: str) -> bool:
+        return shard_of(pipeline, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+DEFAULT_ALERTMANAGER_RESEND = 60.0
+DEFAULT_ALERTMANAGER_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class AlertmanagerConfig:
+    """Push mode: after every evaluation each pipeline's alerts are sent to Alertmanager
+    (`exporters.alertmanager.AlertmanagerPusher`, state in ``<data_dir>/alertmanager``)."""
+
+    url: str
+    """Base URL of Alertmanager (``/api/v2/alerts`` is appended)."""
+    resend_interval: float = DEFAULT_ALERTMANAGER_RESEND
+    timeout: float = DEFAULT_ALERTMANAGER_TIMEOUT
+    runbook_base_url: str | None = None
+    """Base of the runbook links (None: the rules generator's placeholder)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +180,80 @@ class SimulatorSource:
         }
 
 
-SourceConfig = SimulatorSource
-"""Union of source configurations. A Prometheus source (url, ...) joins here and in `_SOURCE_PARSERS`."""
+REDACTED = "<redacted>"
+"""How a secret is shown by `describe()` (API, logs): present, but not what it is."""
+
+
+@dataclass(frozen=True)
+class PrometheusSourceConfig:
+    """A Prometheus-compatible query API (Prometheus, Thanos, Mimir/Cortex, VictoriaMetrics),
+    read by `detector.prometheus.PrometheusSource` at wall-clock time.
+
+    Secrets (`bearer_token`, `basic_auth_password`) are kept out of ``repr`` and shown by
+    `describe` as ``<redacted>``; a password file is read when the configuration is
+    loaded (so a reload picks up a rotated password), a bearer token file on every request.
+    """
+
+    url: str
+    timeout: float = 10.0
+    """Seconds per HTTP request (also sent as the query ``timeout``)."""
+    retries: int = 2
+    """Retries of a failed request (5xx, 429, connection errors), with exponential backoff."""
+    bearer_token: str | None = field(default=None, repr=False)
+    bearer_token_file: str | None = None
+    basic_auth_username: str | None = None
+    basic_auth_password: str | None = field(default=None, repr=False)
+    basic_auth_password_file: str | None = None
+    """Where the password came from (None: given inline); the password itself is `basic_auth_password`."""
+    tenant: str | None = None
+    """Sent as ``X-Scope-OrgID`` (Mimir, Cortex, Loki-style multi-tenancy)."""
+    tls_verify: bool = True
+    type: Literal["prometheus"] = "prometheus"
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "url": self.url,
+            "timeout": self.timeout,
+            "retries": self.retries,
+        }
+        if self.bearer_token is not None:
+            out["bearer_token"] = REDACTED
+        if self.bearer_token_file is not None:
+            out["bearer_token_file"] = self.bearer_token_file
+        if self.basic_auth_username is not None:
+            auth: dict[str, Any] = {"username": self.basic_auth_username, "password": REDACTED}
+            if self.basic_auth_password_file is not None:
+                auth["password_file"] = self.basic_auth_password_file
+            out["basic_auth"] = auth
+        if self.tenant is not None:
+            out["tenant"] = self.tenant
+        out["tls_verify"] = self.tls_verify
+        return out
+
+
+DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PushSourceConfig:
+    """Samples pushed to csf: Prometheus remote_write (``POST /api/v1/write``) and OTLP/HTTP
+    (``POST /v1/metrics``) into the pipeline's own in-memory sample store."""
+
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    """Largest decompressed request accepted (snappy/gzip bombs are refused with 413)."""
+    type: Literal["push"] = "push"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "endpoints": ["/api/v1/write", "/v1/metrics"],
+            "max_decoded_bytes": self.max_decoded_bytes,
+        }
+
+
+SourceConfig = SimulatorSource | PrometheusSourceConfig | PushSourceConfig
+"""Union of source configurations; each type has a parser in `_SOURCE_PARSERS`."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +276,20 @@ class Config:
     log_level: str = "info"
     path: str | None = None
     """The config file this came from (None: defaults, environment and flags only)."""
+    shard: Shard | None = None
+    """The shard this process serves (`pipelines` holds only its pipelines); None: all."""
+    state_url: str | None = field(default=None, repr=False)
+    """``sqlite:///path`` or ``postgresql://...`` (may hold a password); None: <data_dir>/csf.db."""
+    auth_token: str | None = field(default=None, repr=False)
+    """Bearer token required by write/reload/admin endpoints (None: no authentication)."""
+    auth_token_origin: str | None = None
+    """Where the token came from (safe to log), e.g. ``environment variable CSF_AUTH_TOKEN``."""
+    protect_reads: bool = False
+    """With a token: the read endpoints need it too (the probes /healthz and /readyz never do)."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest request body accepted (413 above)."""
+    alertmanager: AlertmanagerConfig | None = None
+    """Push mode (None: off; Prometheus evaluates the generated rules instead)."""
 
     def pipeline(self, name: str) -> PipelineConfig:
         for p in self.pipelines:
@@ -176,7 +345,11 @@ def _check_positive_float(value: Any) -> float:
             value = float(value.strip())
         except ValueError:
             raise ValueError("must be a positive number") from None
-    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+    try:
+        ok = isinstance(value, int | float) and math.isfinite(value) and value > 0
+    except OverflowError:  # an integer beyond the float range
+        ok = False
+    if not ok:
         raise ValueError("must be a positive number")
     return float(value)
 
@@ -184,7 +357,10 @@ def _check_positive_float(value: Any) -> float:
 def _check_duration(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("must be a duration such as 60s, 5m or a number of seconds")
-    seconds = parse_duration(value)  # ValueError names the text
+    try:
+        seconds = parse_duration(value)  # ValueError names the text
+    except OverflowError:  # an integer beyond the float range
+        raise ValueError("must be a positive duration") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError("must be a positive duration")
     return seconds
@@ -194,6 +370,65 @@ def _check_log_level(value: Any) -> str:
     if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
     return value.strip().lower()
+
+
+def _check_shard(value: Any) -> Shard:
+    text = str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    m = re.fullmatch(r"(\d+)\s*/\s*(\d+)", text)
+    if m is None:
+        raise ValueError("must be INDEX/COUNT, e.g. 0/2 (shard INDEX of COUNT, counting from 0)")
+    index, count = int(m.group(1)), int(m.group(2))
+    if count < 1:
+        raise ValueError("the shard count must be at least 1")
+    if index >= count:
+        raise ValueError(f"the shard index must be between 0 and {count - 1}")
+    return Shard(index, count)
+
+
+def _check_state_url(value: Any) -> str:
+    from detector.service.state import parse_state_url
+
+    if not isinstance(value, str):
+        raise ValueError("must be a URL: sqlite:///path or postgresql://user@host/db")
+    location = parse_state_url(value)  # its ValueError never quotes a password
+    if location.backend == "postgresql":
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            raise ValueError(
+                "a PostgreSQL state URL needs the psycopg package (pip install 'psycopg[binary]')"
+            )
+    return value.strip()
+
+
+def _check_max_body_bytes(value: Any) -> int:
+    return _check_int(value, 1024, 1 << 30)
+
+
+def _check_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError("must be true or false")
+
+
+def _check_http_url(value: Any) -> str:
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be an http:// or https:// URL")
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain credentials")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return text
 
 
 def _check_pipeline_name(value: Any) -> str:
@@ -214,7 +449,14 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "scenario": _check_str,
     "seed": _check_seed,
     "speed": _check_positive_float,
+    "shard": _check_shard,
+    "state_url": _check_state_url,
+    "max_body_bytes": _check_max_body_bytes,
+    "alertmanager_url": _check_http_url,
 }
+
+_SECRET_SETTINGS = frozenset({"state_url"})
+"""Settings whose value may hold a password: error messages show them redacted."""
 
 
 # --------------------------------------------------------------------------- YAML walking
@@ -265,13 +507,21 @@ class _File:
     def scalar(self, node: Node, field: str) -> Any:
         if not isinstance(node, ScalarNode):
             raise self.error(node, field, "must be a single value")
-        return self._constructor.construct_object(node, deep=True)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:  # an unknown or mistyped tag: !foo, !!int abc, !!binary zz
+            raise self.error(node, field, f"invalid value: {exc.problem}") from None
+        except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise ValueError, KeyError,
+            # AttributeError, OverflowError... on mistyped explicit tags (!!bool maybe, !!timestamp x)
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self.error(node, field, f"invalid {tag} value {shown!r} ({type(exc).__name__})") from None
 
     def value(self, node: Node, field: str, check: Callable[[Any], Any]) -> Any:
         raw = self.scalar(node, field)
         try:
             return check(raw)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise self.error(node, field, str(exc)) from None
 
     def path_value(self, node: Node, field: str) -> str:
@@ -320,10 +570,140 @@ def _parse_simulator(f: _File, node: Node, field: str) -> SimulatorSource:
     return src
 
 
+def _check_timeout(value: Any) -> float:
+    seconds = _check_duration(value)
+    if seconds > 600:
+        raise ValueError("must be at most 10m")
+    return seconds
+
+
+def _check_retries(value: Any) -> int:
+    return _check_int(value, 0, 10)
+
+
+def _check_secret(value: Any) -> str:
+    """A non-empty string; the message never quotes the value."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value.strip()):
+        raise ValueError("must not contain control characters")
+    return value.strip()
+
+
+def _check_header_value(value: Any) -> str:
+    text = _check_str(value)
+    if any(not (0x20 <= ord(ch) <= 0x7E) for ch in text):
+        raise ValueError("must be printable ASCII (it is sent as an HTTP header)")
+    return text
+
+
+def _secret_file(f: _File, node: Node, field: str) -> tuple[str, str]:
+    """(resolved path, stripped content) of a secret file; errors never quote the content."""
+    path = f.path_value(node, field)
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise f.error(node, field, f"file {path} not found") from None
+    except UnicodeDecodeError:
+        raise f.error(node, field, f"file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise f.error(node, field, f"cannot read {path}: {exc.strerror or exc}") from None
+    if not text:
+        raise f.error(node, field, f"file {path} is empty")
+    return path, text
+
+
+def _parse_prometheus(f: _File, node: Node, field: str) -> PrometheusSourceConfig:
+    keys = f.mapping(
+        node,
+        field,
+        (
+            "type",
+            "url",
+            "timeout",
+            "retries",
+            "bearer_token",
+            "bearer_token_file",
+            "basic_auth",
+            "tenant",
+            "tls_verify",
+        ),
+    )
+    if "url" not in keys:
+        raise f.error(
+            node, f"{field}.url", "missing (the base URL of the query API, e.g. http://prometheus:9090)"
+        )
+    url = f.value(keys["url"][1], f"{field}.url", _check_http_url).rstrip("/")
+    src = PrometheusSourceConfig(url=url)
+    if "timeout" in keys:
+        src = replace(src, timeout=f.value(keys["timeout"][1], f"{field}.timeout", _check_timeout))
+    if "retries" in keys:
+        src = replace(src, retries=f.value(keys["retries"][1], f"{field}.retries", _check_retries))
+    if "bearer_token" in keys and "bearer_token_file" in keys:
+        raise f.error(
+            keys["bearer_token_file"][0],
+            f"{field}.bearer_token_file",
+            "give bearer_token or bearer_token_file, not both",
+        )
+    if "bearer_token" in keys:
+        src = replace(
+            src, bearer_token=f.value(keys["bearer_token"][1], f"{field}.bearer_token", _check_secret)
+        )
+    if "bearer_token_file" in keys:
+        path, _ = _secret_file(f, keys["bearer_token_file"][1], f"{field}.bearer_token_file")
+        src = replace(src, bearer_token_file=path)
+    if "basic_auth" in keys:
+        key_node, auth_node = keys["basic_auth"]
+        if "bearer_token" in keys or "bearer_token_file" in keys:
+            raise f.error(key_node, f"{field}.basic_auth", "give a bearer token or basic_auth, not both")
+        where = f"{field}.basic_auth"
+        auth = f.mapping(auth_node, where, ("username", "password", "password_file"))
+        if "username" not in auth:
+            raise f.error(auth_node, f"{where}.username", "missing")
+        username = f.value(auth["username"][1], f"{where}.username", _check_header_value)
+        if ("password" in auth) == ("password_file" in auth):
+            raise f.error(auth_node, f"{where}.password", "give exactly one of password and password_file")
+        password_file: str | None = None
+        if "password" in auth:
+            password = f.value(auth["password"][1], f"{where}.password", _check_secret)
+        else:
+            password_file, password = _secret_file(f, auth["password_file"][1], f"{where}.password_file")
+        src = replace(
+            src,
+            basic_auth_username=username,
+            basic_auth_password=password,
+            basic_auth_password_file=password_file,
+        )
+    if "tenant" in keys:
+        src = replace(src, tenant=f.value(keys["tenant"][1], f"{field}.tenant", _check_header_value))
+    if "tls_verify" in keys:
+        src = replace(src, tls_verify=f.value(keys["tls_verify"][1], f"{field}.tls_verify", _check_bool))
+    return src
+
+
+def _check_max_decoded_bytes(value: Any) -> int:
+    return _check_int(value, 1024, 1 << 31)
+
+
+def _parse_push(f: _File, node: Node, field: str) -> PushSourceConfig:
+    keys = f.mapping(node, field, ("type", "max_decoded_bytes"))
+    src = PushSourceConfig()
+    if "max_decoded_bytes" in keys:
+        src = replace(
+            src,
+            max_decoded_bytes=f.value(
+                keys["max_decoded_bytes"][1], f"{field}.max_decoded_bytes", _check_max_decoded_bytes
+            ),
+        )
+    return src
+
+
 _SOURCE_PARSERS: dict[str, Callable[[_File, Node, str], SourceConfig]] = {
     "simulator": _parse_simulator,
+    "prometheus": _parse_prometheus,
+    "push": _parse_push,
 }
-"""Source type -> parser. A `prometheus` source ({url, ...}) registers here."""
+"""Source type -> parser."""
 
 
 def _parse_source(f: _File, node: Node, field: str) -> SourceConfig:
@@ -379,12 +759,20 @@ def _parse_pipelines(f: _File, node: Node) -> list[_Pipeline]:
     return out
 
 
-def _origin_env(var: str, value: str) -> str:
-    return f"environment variable {var}={value!r}"
+def _shown(key: str, value: Any) -> Any:
+    if key not in _SECRET_SETTINGS or not isinstance(value, str):
+        return value
+    from detector.service.state import redact_url_safely
+
+    return redact_url_safely(value)
+
+
+def _origin_env(var: str, value: str, key: str = "") -> str:
+    return f"environment variable {var}={_shown(key, value)!r}"
 
 
 def _origin_flag(key: str, value: Any) -> str:
-    return f"--{key.replace('_', '-')} {value!r}"
+    return f"--{key.replace('_', '-')} {_shown(key, value)!r}"
 
 
 def load_config(
@@ -395,8 +783,8 @@ def load_config(
     """Build the service configuration: defaults < file `path` < `env` (CSF_*) < `overrides` (CLI).
 
     `overrides` keys are those of `ENV_VARS` (host, port, data_dir, evaluation_interval,
-    log_level, pack, scenario, seed, speed); None values mean "not given". Every pack is
-    loaded and every simulator scenario checked. Raises ConfigError.
+    log_level, pack, scenario, seed, speed, shard); None values mean "not given". Every pack is
+    loaded and every simulator scenario checked (in every shard). Raises ConfigError.
     """
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(ENV_VARS))
@@ -409,9 +797,18 @@ def load_config(
         "data_dir": DEFAULT_DATA_DIR,
         "evaluation_interval": DEFAULT_EVALUATION_INTERVAL,
         "log_level": "info",
+        "state_url": None,
+        "max_body_bytes": DEFAULT_MAX_BODY_BYTES,
     }
+    token_file: str | None = None
+    token_file_origin = "auth.token_file"
+    protect_reads = False
     pipelines = [_Pipeline(DEFAULT_PIPELINE, None, "pack", _Source(SimulatorSource(), "source"), "pipeline")]
     file_name: str | None = None
+    shard: Shard | None = None
+    shard_origin = ""
+    alertmanager: AlertmanagerConfig | None = None
+    alertmanager_node: Node | None = None
 
     # 1. the file
     if path is not None:
@@ -419,8 +816,33 @@ def load_config(
         file_name = f.name
         if f.root is not None:
             top = f.mapping(
-                f.root, "", ("host", "port", "data_dir", "evaluation_interval", "log_level", "pipelines")
+                f.root,
+                "",
+                (
+                    "host",
+                    "port",
+                    "data_dir",
+                    "evaluation_interval",
+                    "log_level",
+                    "pipelines",
+                    "shard",
+                    "max_body_bytes",
+                    "state",
+                    "auth",
+                    "alertmanager",
+                ),
             )
+            if "alertmanager" in top:
+                alertmanager_node = top["alertmanager"][1]
+                alertmanager = _parse_alertmanager(f, alertmanager_node)
+            if "max_body_bytes" in top:
+                settings["max_body_bytes"] = f.value(
+                    top["max_body_bytes"][1], "max_body_bytes", _check_max_body_bytes
+                )
+            if "state" in top:
+                settings["state_url"] = _parse_state(f, top["state"][1])
+            if "auth" in top:
+                token_file, token_file_origin, protect_reads = _parse_auth(f, top["auth"][1])
             for key in ("host", "port", "evaluation_interval", "log_level"):
                 if key in top:
                     settings[key] = f.value(top[key][1], key, _CHECKS[key])
@@ -428,12 +850,16 @@ def load_config(
                 settings["data_dir"] = f.path_value(top["data_dir"][1], "data_dir")
             if "pipelines" in top:
                 pipelines = _parse_pipelines(f, top["pipelines"][1])
+            if "shard" in top:
+                shard_node = top["shard"][1]
+                shard = f.value(shard_node, "shard", _check_shard)
+                shard_origin = f"{f.name}:{_line_col(shard_node)}: shard"
 
     # 2. environment, then 3. command line: the same checks, different origins
     layered: list[tuple[str, Any, str]] = []
     for key, var in ENV_VARS.items():
         if var in env:
-            layered.append((key, env[var], _origin_env(var, env[var])))
+            layered.append((key, env[var], _origin_env(var, env[var], key)))
     for key, value in overrides.items():
         if value is not None:
             layered.append((key, value, _origin_flag(key, value)))
@@ -442,10 +868,14 @@ def load_config(
     for key, raw, origin in layered:
         try:
             value = _CHECKS[key](raw)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise ConfigError(f"{origin}: {exc}") from None
         if key in ("pack", "scenario", "seed", "speed"):
             pipeline_overrides[key] = (value, origin)
+        elif key == "shard":
+            shard, shard_origin = value, origin
+        elif key == "alertmanager_url":
+            alertmanager = replace(alertmanager or AlertmanagerConfig(url=""), url=value)
         else:
             settings[key] = value
 
@@ -472,8 +902,26 @@ def load_config(
             for p in pipelines
         ]
 
+    # secrets: the auth token (environment first, then files)
+    from detector.service.auth import load_token
+
+    try:
+        token = load_token(env, token_file, token_file_origin)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    if alertmanager is not None and not alertmanager.url:
+        where = f"{file_name}:{_line_col(alertmanager_node)}: " if alertmanager_node is not None else ""
+        raise ConfigError(f"{where}alertmanager.url: missing (set it here or in CSF_ALERTMANAGER_URL)")
+
     # 4. packs and scenarios: everything is loaded before the service starts
     built = tuple(_build_pipeline(p) for p in pipelines)
+    if shard is not None:
+        owned = tuple(p for p in built if shard.owns(p.name))
+        if not owned:
+            assignment = ", ".join(f"{p.name}->{shard_of(p.name, shard.count)}" for p in built)
+            raise ConfigError(f"{shard_origin}: shard {shard} owns no pipeline (pipeline->shard: {assignment})")
+        built = owned
     return Config(
         pipelines=built,
         host=settings["host"],
@@ -482,7 +930,68 @@ def load_config(
         evaluation_interval=settings["evaluation_interval"],
         log_level=settings["log_level"],
         path=file_name,
+        shard=shard,
+        state_url=settings["state_url"],
+        auth_token=token.token if token is not None else None,
+        auth_token_origin=token.origin if token is not None else None,
+        protect_reads=protect_reads,
+        max_body_bytes=settings["max_body_bytes"],
+        alertmanager=alertmanager,
     )
+
+
+def _parse_state(f: _File, node: Node) -> str:
+    from detector.service.state import parse_state_url
+
+    keys = f.mapping(node, "state", ("url",))
+    if "url" not in keys:
+        raise f.error(node, "state.url", "missing")
+    url_node = keys["url"][1]
+    url = f.value(url_node, "state.url", _check_state_url)
+    location = parse_state_url(url, base=f.path.parent)
+    if location.path is not None:  # relative SQLite paths resolve against the file's directory
+        return f"sqlite:///{location.path}"
+    return url
+
+
+def _parse_alertmanager(f: _File, node: Node) -> AlertmanagerConfig:
+    """The ``alertmanager:`` section; `url` may come from CSF_ALERTMANAGER_URL instead ('' here)."""
+    keys = f.mapping(node, "alertmanager", ("url", "resend_interval", "timeout", "runbook_base_url"))
+    out = AlertmanagerConfig(url="")
+    if "url" in keys:
+        out = replace(out, url=f.value(keys["url"][1], "alertmanager.url", _check_http_url))
+    if "resend_interval" in keys:
+        out = replace(
+            out,
+            resend_interval=f.value(
+                keys["resend_interval"][1], "alertmanager.resend_interval", _check_duration
+            ),
+        )
+    if "timeout" in keys:
+        out = replace(out, timeout=f.value(keys["timeout"][1], "alertmanager.timeout", _check_duration))
+    if "runbook_base_url" in keys:
+        out = replace(
+            out,
+            runbook_base_url=f.value(
+                keys["runbook_base_url"][1], "alertmanager.runbook_base_url", _check_http_url
+            ),
+        )
+    return out
+
+
+def _parse_auth(f: _File, node: Node) -> tuple[str | None, str, bool]:
+    """(token file path or None, its origin for messages, protect_reads)."""
+    keys = f.mapping(node, "auth", ("token_file", "protect_reads"))
+    token_file: str | None = None
+    origin = "auth.token_file"
+    if "token_file" in keys:
+        value_node = keys["token_file"][1]
+        token_file = f.path_value(value_node, "auth.token_file")
+        origin = f"{f.name}:{_line_col(value_node)}: auth.token_file"
+    protect_reads = False
+    if "protect_reads" in keys:
+        protect_reads = f.value(keys["protect_reads"][1], "auth.protect_reads", _check_bool)
+    return token_file, origin, protect_reads
 
 
 def _build_pipeline(p: _Pipeline) -> PipelineConfig:
@@ -493,8 +1002,9 @@ def _build_pipeline(p: _Pipeline) -> PipelineConfig:
     except PackError as exc:
         where = p.pack_where if p.pack_path is not None else f"{p.name}: built-in pack"
         raise ConfigError(f"{where}: invalid pack: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{p.pack_where}: cannot read pack {p.pack_path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL character
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{p.pack_where}: cannot read pack {p.pack_path}: {message}") from None
     src = p.source.config
     if isinstance(src, SimulatorSource):
         from detector.simulator import SCENARIOS
@@ -508,11 +1018,16 @@ def _build_pipeline(p: _Pipeline) -> PipelineConfig:
 
 __all__ = [
     "ENV_VARS",
+    "AlertmanagerConfig",
     "LOG_LEVELS",
     "Config",
     "ConfigError",
     "PipelineConfig",
+    "PrometheusSourceConfig",
+    "PushSourceConfig",
+    "Shard",
     "SimulatorSource",
     "SourceConfig",
     "load_config",
+    "shard_of",
 ]

@@ -13,11 +13,42 @@ then every run advances the feed to now, evaluates, publishes the snapshot, reco
 it to the state database and updates the metrics. Any exception inside one run is
 caught, logged with its traceback and counted as ``outcome="error"``; the next run
 proceeds as usual. State write failures are counted and logged once per kind.
+
+Push mode (`Runner.configure_alertmanager`, from the config's ``alertmanager`` section):
+after every evaluation the pipeline's `AlertmanagerPusher` syncs Alertmanager with it
+(alert times on the wall clock, never the simulated one), and a job every
+`PUSH_FLUSH_INTERVAL` seconds retries failed deliveries and re-sends active alerts.
+A push failure never fails the evaluation: it is logged and counted in
+``csf_alertmanager_push_failures_total``. Stopping the service resolves nothing: the
+pushed alerts expire in Alertmanager unless a restarted service re-sends them.
+
+Sources (`build_handle`): a ``simulator`` pipeline plays its scenario into its own store
+on a simulated clock; a ``prometheus`` pipeline queries a Prometheus-compatible API
+(`detector.prometheus.PrometheusSource`) at wall-clock time and has no feed; a ``push``
+pipeline owns a store fed only by the remote_write and OTLP receivers (`PushReceiver`,
+mounted by the app) and evaluated at wall-clock time. A push store keeps
+``history_span(pack, evaluation_interval) + 1 h`` of samples (the pack's lookback, the
+warm-up span, one status window and a margin), enforced before each evaluation
+(`PushFeed`). Pushed samples and requests are counted per pipeline in
+``csf_ingested_samples_total{pipeline,protocol,result}`` and
+``csf_ingest_requests_total{pipeline,protocol,code}`` (`IngestMetrics`, created with the
+first push pipeline). ``csf_source_up`` is the outcome of the latest evaluation (0 when
+the source raised `SourceError`); before the first one a Prometheus pipeline probes the
+server, the embedded sources are up.
+
+`Runner.reload` swaps in a new configuration without stopping the process: pipelines
+whose configuration (pack content included) is unchanged keep running with their
+data and hysteresis; changed and new ones are built first (a failure leaves
+everything as it was), then swapped in, prepared and warmed up on their first run;
+removed ones stop. The state database is kept, and because `StateStore.record`
+compares with the newest stored binding, a rebuilt pipeline that reaches the same
+answer records no binding change.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,12 +65,30 @@ from exporters.prometheus import PipelineSnapshot, ServiceMetrics
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from detector.service.config import Config, PipelineConfig
+    from detector.ingest import IngestReport
+    from detector.service.config import AlertmanagerConfig, Config, PipelineConfig
+    from exporters.alertmanager import PushResult
 
 log = logging.getLogger("csf.runner")
 
 HISTORY_CHUNK = 6 * 3600.0
 """Simulated seconds written per step while filling history (lets shutdown interrupt it)."""
+PUSH_FLUSH_INTERVAL = 5.0
+"""Wall seconds between retries/re-sends of pushed alerts between evaluations."""
+
+
+class Pusher(Protocol):
+    """What the runner needs from `exporters.alertmanager.AlertmanagerPusher`."""
+
+    def sync(self, evaluation: Evaluation, now: float) -> PushResult: ...
+
+    def flush(self, now: float) -> PushResult: ...
+
+    def close(self) -> None: ...
+
+
+PusherFactory = Callable[[str, Pack], Pusher]
+"""(pipeline name, pack) -> the pipeline's pusher."""
 
 
 class Evaluator(Protocol):
@@ -67,6 +116,29 @@ class Feed(Protocol):
 
 class Interrupted(Exception):
     """Shutdown was requested while a pipeline was still preparing."""
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What `Runner.reload` did, by pipeline name."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    rebuilt: tuple[str, ...] = ()
+    """Pipelines whose configuration changed: rebuilt, prepared and warmed up again."""
+    unchanged: tuple[str, ...] = ()
+    evaluation_interval: float = 0.0
+    interval_changed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": list(self.added),
+            "removed": list(self.removed),
+            "rebuilt": list(self.rebuilt),
+            "unchanged": list(self.unchanged),
+            "evaluation_interval": self.evaluation_interval,
+            "interval_changed": self.interval_changed,
+        }
 
 
 @dataclass(frozen=True)
@@ -108,6 +180,110 @@ class SimulatorFeed:
         self.store.enforce_retention(now)
 
 
+class PushFeed:
+    """The feed of a ``push`` pipeline: its store is written by the receivers; before each
+    evaluation the samples older than the retention are dropped."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def prepare(self, now: float, stop: threading.Event) -> None:
+        """Nothing to fill: pushed history arrives by itself."""
+
+    def advance(self, now: float) -> None:
+        self.store.enforce_retention(now)
+
+
+class PushReceiver:
+    """The remote_write (``POST /api/v1/write``) and OTLP (``POST /v1/metrics``) endpoints of
+    one ``push`` pipeline, bound to its store.
+
+    `app` is an ASGI app (a FastAPI router holding both routes) the service forwards the
+    pipeline's requests to. `observer` (set by the runner) receives every `IngestReport`.
+    """
+
+    def __init__(self, store: Any, *, max_body_bytes: int, max_decoded_bytes: int) -> None:
+        from fastapi import APIRouter
+
+        from detector.ingest.otlp import otlp_router
+        from detector.ingest.remote_write import remote_write_router
+
+        self.store = store
+        self.observer: Callable[[IngestReport], None] | None = None
+        router = APIRouter()
+        router.include_router(
+            remote_write_router(
+                store,
+                max_body_bytes=max_body_bytes,
+                max_decoded_bytes=max_decoded_bytes,
+                on_ingest=self._report,
+            )
+        )
+        router.include_router(
+            otlp_router(
+                store, max_body_bytes=max_body_bytes, max_decoded_bytes=max_decoded_bytes, on_ingest=self._report
+            )
+        )
+        self.app: Any = router
+
+    def _report(self, report: IngestReport) -> None:
+        observer = self.observer
+        if observer is not None:
+            observer(report)
+
+    def stats(self) -> dict[str, Any]:
+        """Series, samples and the newest sample time of the store (for the API)."""
+        newest = self.store.newest_timestamp()
+        return {
+            "series": self.store.series_count(),
+            "samples": self.store.sample_count(),
+            "newest_sample": format_time(newest) if newest is not None else None,
+            "retention_seconds": self.store.retention,
+        }
+
+
+INGEST_PROTOCOLS: tuple[str, ...] = ("remote_write", "otlp")
+INGEST_RESULTS: tuple[str, ...] = ("accepted", "out_of_order", "duplicate", "invalid")
+
+
+class IngestMetrics:
+    """Counters of pushed samples and requests, registered on `registry` (their only owner)."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter
+
+        self.samples = Counter(
+            "csf_ingested_samples_total",
+            "Pushed samples by outcome: accepted (stored), out_of_order and duplicate (dropped by the "
+            "store), invalid (OTLP data points refused).",
+            ["pipeline", "protocol", "result"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "csf_ingest_requests_total",
+            "Push requests (remote_write, otlp) by HTTP status code.",
+            ["pipeline", "protocol", "code"],
+            registry=registry,
+        )
+
+    def add_pipeline(self, pipeline: str) -> None:
+        """Create the pipeline's sample series at zero."""
+        for protocol in INGEST_PROTOCOLS:
+            for result in INGEST_RESULTS:
+                self.samples.labels(pipeline, protocol, result)
+
+    def observe(self, pipeline: str, report: IngestReport) -> None:
+        counts = zip(
+            INGEST_RESULTS,
+            (report.accepted, report.out_of_order, report.duplicates, report.invalid),
+            strict=True,
+        )
+        for result, n in counts:
+            if n:
+                self.samples.labels(pipeline, report.protocol, result).inc(n)
+        self.requests.labels(pipeline, report.protocol, str(report.status)).inc()
+
+
 @dataclass
 class PipelineHandle:
     """Everything the runner drives for one pipeline."""
@@ -123,6 +299,8 @@ class PipelineHandle:
     """Description of the source for the API."""
     source_up: Callable[[], bool] = lambda: True
     """Source status before the first evaluation (the embedded simulator is always up)."""
+    receiver: PushReceiver | None = None
+    """The push endpoints of a ``push`` pipeline (None for other sources)."""
 
 
 @dataclass
@@ -135,20 +313,71 @@ class _Runtime:
     changes_seen: int = 0
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    pusher: Pusher | None = None
+    pusher_generation: int = 0
+    push_failures: int = 0
 
 
 def build_handle(
-    pc: PipelineConfig, evaluation_interval: float, wall0: float, wall: Callable[[], float]
+    pc: PipelineConfig,
+    evaluation_interval: float,
+    wall0: float,
+    wall: Callable[[], float],
+    *,
+    max_body_bytes: int = 16 * 1024 * 1024,
 ) -> PipelineHandle:
-    """Store + simulator + native source + pipeline for one configured simulator pipeline."""
+    """The source, feed, clock and pipeline of one configured pipeline (rules in the module doc).
+
+    `max_body_bytes` bounds the request bodies of a ``push`` pipeline's receivers.
+    """
     from detector.native import NativeSource
     from detector.pipeline import Pipeline
-    from detector.service.config import SimulatorSource
+    from detector.service.config import PrometheusSourceConfig, PushSourceConfig, SimulatorSource
     from detector.simulator import Simulator
     from detector.store import SampleStore
 
     src = pc.source
-    if not isinstance(src, SimulatorSource):  # pragma: no cover - only simulator sources exist yet
+    if isinstance(src, PrometheusSourceConfig):
+        from detector.prometheus import PrometheusSource
+
+        basic = (
+            (src.basic_auth_username, src.basic_auth_password or "")
+            if src.basic_auth_username is not None
+            else None
+        )
+        prom = PrometheusSource(
+            src.url,
+            timeout=src.timeout,
+            retries=src.retries,
+            bearer_token=src.bearer_token,
+            bearer_token_file=src.bearer_token_file,
+            basic_auth=basic,
+            tenant=src.tenant,
+            verify_tls=src.tls_verify,
+            name="prometheus",
+        )
+        return PipelineHandle(
+            name=pc.name,
+            pack=pc.pack,
+            pipeline=Pipeline(pc.name, pc.pack, prom),
+            clock=wall,
+            source=src.describe(),
+            source_up=prom.up,
+        )
+    if isinstance(src, PushSourceConfig):
+        store = SampleStore(retention=history_span(pc.pack, evaluation_interval) + 3600.0)
+        return PipelineHandle(
+            name=pc.name,
+            pack=pc.pack,
+            pipeline=Pipeline(pc.name, pc.pack, NativeSource(store)),
+            clock=wall,
+            feed=PushFeed(store),
+            source=src.describe(),
+            receiver=PushReceiver(
+                store, max_body_bytes=max_body_bytes, max_decoded_bytes=src.max_decoded_bytes
+            ),
+        )
+    if not isinstance(src, SimulatorSource):
         raise ValueError(f"pipeline {pc.name!r}: unsupported source type {src.type!r}")
     history = history_span(pc.pack, evaluation_interval * src.speed)
     clock = SimulatedClock(origin=wall0, wall0=wall0, speed=src.speed, wall=wall)
@@ -205,8 +434,19 @@ class Runner:
         self._scheduler: BackgroundScheduler | None = None
         self._logged_state_errors: set[str] = set()
         self._log_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._configs: dict[str, PipelineConfig] = {}
+        """The configuration each pipeline was built from (empty for runners built from handles)."""
+        self._wall: Callable[[], float] = time.time
+        self._push_key: tuple[Any, ...] | None = None
+        self._push_factory: PusherFactory | None = None
+        self._push_generation = 0
+        self._push_failures_metric: Any = None
+        self._ingest_metrics: IngestMetrics | None = None
         for name in names:
             metrics.add_pipeline(name)
+        for h in handles:
+            self._attach_receiver(h)
 
     @classmethod
     def from_config(
@@ -218,8 +458,264 @@ class Runner:
         wall: Callable[[], float] = time.time,
     ) -> Runner:
         wall0 = wall()
-        handles = [build_handle(pc, config.evaluation_interval, wall0, wall) for pc in config.pipelines]
-        return cls(handles, evaluation_interval=config.evaluation_interval, metrics=metrics, state=state)
+        handles = [
+            build_handle(pc, config.evaluation_interval, wall0, wall, max_body_bytes=config.max_body_bytes)
+            for pc in config.pipelines
+        ]
+        runner = cls(handles, evaluation_interval=config.evaluation_interval, metrics=metrics, state=state)
+        runner._configs = {pc.name: pc for pc in config.pipelines}
+        runner._wall = wall
+        runner.configure_alertmanager(config.alertmanager, **_push_settings(config))
+        return runner
+
+    # ------------------------------------------------------------------ Alertmanager push mode
+
+    def configure_alertmanager(
+        self,
+        alertmanager: AlertmanagerConfig | None,
+        *,
+        state_dir: str | os.PathLike[str] | None = None,
+        generator_url: str | None = None,
+        factory: PusherFactory | None = None,
+    ) -> None:
+        """Turn push mode on (or off with None). `generator_url` may contain ``{pipeline}``.
+
+        Pushers are built on each pipeline's next evaluation (`factory`, default an
+        `AlertmanagerPusher` persisting to `state_dir`); an unchanged configuration keeps them.
+        """
+        key = (alertmanager, str(state_dir) if state_dir is not None else None, generator_url, factory)
+        if key == self._push_key:
+            return
+        self._push_key = key
+        self._push_generation += 1
+        if alertmanager is None:
+            self._push_factory = None
+            return
+        if factory is None:
+            from exporters.alertmanager import AlertmanagerPusher
+
+            am = alertmanager
+
+            def factory(name: str, pack: Pack) -> Pusher:
+                return AlertmanagerPusher(
+                    am.url,
+                    name,
+                    am.resend_interval,
+                    am.timeout,
+                    pack=pack,
+                    runbook_base_url=am.runbook_base_url,
+                    state_dir=state_dir,
+                    generator_url=generator_url.replace("{pipeline}", name) if generator_url else None,
+                )
+
+        self._push_factory = factory
+        if self._push_failures_metric is None:
+            from prometheus_client import Counter
+
+            try:
+                self._push_failures_metric = Counter(
+                    "csf_alertmanager_push_failures_total",
+                    "Failed deliveries of pushed alerts to Alertmanager (push mode).",
+                    ["pipeline"],
+                    registry=self.metrics.registry,
+                )
+            except ValueError:  # another runner on this registry owns it
+                log.warning("csf_alertmanager_push_failures_total already registered; not exported twice")
+        if self._push_failures_metric is not None:
+            for name in self._runtimes:
+                self._push_failures_metric.labels(name)
+        log.info("alertmanager push mode on", extra={"url": alertmanager.url})
+
+    def push_failures(self, name: str) -> int:
+        """Failed Alertmanager deliveries (and pusher errors) of pipeline `name` since it was built."""
+        return self._runtimes[name].push_failures
+
+    def _push_failed(self, rt: _Runtime) -> None:
+        rt.push_failures += 1
+        if self._push_failures_metric is not None:
+            self._push_failures_metric.labels(rt.handle.name).inc()
+
+    @staticmethod
+    def _close_pusher(rt: _Runtime) -> None:
+        pusher, rt.pusher = rt.pusher, None
+        if pusher is not None:
+            try:
+                pusher.close()
+            except Exception:
+                log.exception("closing an Alertmanager pusher failed", extra={"pipeline": rt.handle.name})
+
+    def _push(self, rt: _Runtime, evaluation: Evaluation) -> None:
+        """Sync Alertmanager with `evaluation` (called with the runtime's lock held); never raises."""
+        factory, generation = self._push_factory, self._push_generation
+        if rt.pusher is not None and rt.pusher_generation != generation:
+            self._close_pusher(rt)
+        if factory is None:
+            return
+        name = rt.handle.name
+        try:
+            if rt.pusher is None:
+                rt.pusher = factory(name, rt.handle.pack)
+                rt.pusher_generation = generation
+            result = rt.pusher.sync(evaluation, self._wall())
+        except Exception:
+            self._push_failed(rt)
+            log.exception("alertmanager push failed", extra={"pipeline": name})
+            return
+        if result.attempted and not result.delivered:
+            self._push_failed(rt)  # the pusher has logged the reason
+
+    def flush_alertmanager(self) -> None:
+        """Retry failed deliveries and re-send active alerts of every pipeline; never raises."""
+        now = self._wall()
+        for rt in list(self._runtimes.values()):
+            pusher = rt.pusher
+            if pusher is None or rt.pusher_generation != self._push_generation:
+                continue
+            try:
+                result = pusher.flush(now)
+            except Exception:
+                self._push_failed(rt)
+                log.exception("alertmanager flush failed", extra={"pipeline": rt.handle.name})
+                continue
+            if result.attempted and not result.delivered:
+                self._push_failed(rt)
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self, config: Config) -> ReloadResult:
+        """Swap in the pipelines of `config` (rules in the module docstring).
+
+        Every changed or new pipeline is built before anything is swapped; an exception
+        from building leaves the runner exactly as it was and propagates.
+        """
+        with self._reload_lock:
+            old_runtimes = self._runtimes
+            interval_changed = config.evaluation_interval != self.evaluation_interval
+            unchanged = tuple(
+                pc.name
+                for pc in config.pipelines
+                if pc.name in old_runtimes and self._configs.get(pc.name) == pc
+            )
+            wall0 = self._wall()
+            built = {
+                pc.name: build_handle(
+                    pc, config.evaluation_interval, wall0, self._wall, max_body_bytes=config.max_body_bytes
+                )
+                for pc in config.pipelines
+                if pc.name not in unchanged
+            }
+            removed = tuple(n for n in old_runtimes if n not in config.pipeline_names)
+            added = tuple(n for n in built if n not in old_runtimes)
+            rebuilt = tuple(n for n in built if n in old_runtimes)
+
+            scheduler = self._scheduler
+            if scheduler is not None:
+                for name in removed:
+                    self._remove_job(scheduler, name)
+            self._runtimes = {
+                pc.name: old_runtimes[pc.name] if pc.name in unchanged else _Runtime(built[pc.name])
+                for pc in config.pipelines
+            }
+            self._configs = {pc.name: pc for pc in config.pipelines}
+            self.evaluation_interval = config.evaluation_interval
+            self.configure_alertmanager(config.alertmanager, **_push_settings(config))
+            for name in added:
+                self.metrics.add_pipeline(name)
+            for name in built:
+                self._attach_receiver(built[name])
+            if scheduler is not None:
+                from apscheduler.triggers.interval import IntervalTrigger
+
+                for name in self._runtimes:
+                    trigger = IntervalTrigger(seconds=self.evaluation_interval, timezone=UTC)
+                    if name in built:
+                        self._add_job(scheduler, name, replace_existing=True)
+                    elif interval_changed:
+                        scheduler.reschedule_job(f"evaluate:{name}", trigger=trigger)
+            for name in (*removed, *rebuilt):
+                self._retire(old_runtimes[name])
+            result = ReloadResult(
+                added=added,
+                removed=removed,
+                rebuilt=rebuilt,
+                unchanged=unchanged,
+                evaluation_interval=self.evaluation_interval,
+                interval_changed=interval_changed,
+            )
+            log.info(
+                "pipelines reloaded",
+                extra={
+                    "added": ",".join(added) or "-",
+                    "removed": ",".join(removed) or "-",
+                    "rebuilt": ",".join(rebuilt) or "-",
+                    "unchanged": ",".join(unchanged) or "-",
+                    "evaluation_interval": self.evaluation_interval,
+                },
+            )
+            return result
+
+    def _retire(self, rt: _Runtime) -> None:
+        """Release what a replaced pipeline holds, after its running evaluation (if any) ends."""
+        if rt.pusher is not None and rt.lock.acquire(timeout=30.0):
+            try:
+                self._close_pusher(rt)
+            finally:
+                rt.lock.release()
+        source = getattr(rt.handle.pipeline, "source", None)
+        close = getattr(source, "close", None)
+        if not callable(close):
+            return
+        if not rt.lock.acquire(timeout=30.0):
+            log.warning("replaced pipeline still evaluating; its source is left to the garbage collector")
+            return
+        try:
+            close()
+        except Exception:  # closing must not fail the reload
+            log.exception("closing a replaced pipeline's source failed", extra={"pipeline": rt.handle.name})
+        finally:
+            rt.lock.release()
+
+    def _add_job(self, scheduler: BackgroundScheduler, name: str, *, replace_existing: bool = False) -> None:
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        scheduler.add_job(
+            self.run_once,
+            IntervalTrigger(seconds=self.evaluation_interval, timezone=UTC),
+            args=(name,),
+            id=f"evaluate:{name}",
+            name=f"evaluate {name}",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC),
+            replace_existing=replace_existing,
+        )
+
+    @staticmethod
+    def _remove_job(scheduler: BackgroundScheduler, name: str) -> None:
+        from apscheduler.jobstores.base import JobLookupError
+
+        try:
+            scheduler.remove_job(f"evaluate:{name}")
+        except JobLookupError:
+            pass
+
+    # ------------------------------------------------------------------ pushed samples
+
+    def _attach_receiver(self, h: PipelineHandle) -> None:
+        """Count what `h`'s push receiver ingests (no-op for other sources)."""
+        if h.receiver is None:
+            return
+        if self._ingest_metrics is None:
+            self._ingest_metrics = IngestMetrics(self.metrics.registry)
+        metrics, name = self._ingest_metrics, h.name
+        metrics.add_pipeline(name)
+        h.receiver.observer = lambda report: metrics.observe(name, report)
+
+    @property
+    def push_pipelines(self) -> tuple[str, ...]:
+        """Names of the pipelines whose source is ``push``, in configuration order."""
+        return tuple(n for n, rt in self._runtimes.items() if rt.handle.receiver is not None)
 
     # ------------------------------------------------------------------ queries
 
@@ -304,6 +800,7 @@ class Runner:
         self.metrics.binding_changed(h.name, changes - rt.changes_seen)
         rt.changes_seen = changes
         self._record(h.name, evaluation)
+        self._push(rt, evaluation)
         log.debug(
             "evaluated",
             extra={
@@ -363,25 +860,24 @@ class Runner:
     def start(self) -> None:
         """Start one interval job per pipeline; the first run starts immediately."""
         from apscheduler.schedulers.background import BackgroundScheduler
-        from apscheduler.triggers.interval import IntervalTrigger
 
         if self._scheduler is not None:
             raise RuntimeError("runner already started")
         self._stop.clear()
         scheduler = BackgroundScheduler(timezone=UTC)
-        now = datetime.now(UTC)
-        for name in self._runtimes:
-            scheduler.add_job(
-                self.run_once,
-                IntervalTrigger(seconds=self.evaluation_interval, timezone=UTC),
-                args=(name,),
-                id=f"evaluate:{name}",
-                name=f"evaluate {name}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-                next_run_time=now,
-            )
+        with self._reload_lock:
+            for name in self._runtimes:
+                self._add_job(scheduler, name)
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        scheduler.add_job(
+            self.flush_alertmanager,
+            IntervalTrigger(seconds=PUSH_FLUSH_INTERVAL, timezone=UTC),
+            id="alertmanager:flush",
+            name="flush pushed alerts",
+            max_instances=1,
+            coalesce=True,
+        )
         scheduler.start()
         self._scheduler = scheduler
         log.info(
@@ -395,15 +891,32 @@ class Runner:
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             scheduler.shutdown(wait=True)
+        for rt in self._runtimes.values():
+            self._close_pusher(rt)
         if self.state is not None:
             self.state.close()
         log.info("runner stopped")
+
+
+def _push_settings(config: Config) -> dict[str, Any]:
+    """State directory and generator URL of push mode for `config`."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return {
+        "state_dir": config.data_dir / "alertmanager",
+        "generator_url": f"http://{host}:{config.port}/api/v1/status?pipeline={{pipeline}}",
+    }
 
 
 __all__ = [
     "Evaluator",
     "Feed",
     "PipelineHandle",
+    "IngestMetrics",
+    "Pusher",
+    "PusherFactory",
+    "PushFeed",
+    "PushReceiver",
+    "ReloadResult",
     "Runner",
     "SimulatedClock",
     "SimulatorFeed",
