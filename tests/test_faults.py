@@ -624,23 +624,24 @@ def test_samples_beyond_the_evaluation_time_are_invisible_to_it() -> None:
     assert frame.values[0, 0] == 2.0  # the sample an hour ahead is not read at T
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open problem (reported to the lead): the store accepts samples from the future; one far-future "
-    "sample makes every later real sample out-of-order and, when the series grows its buffers, drops the "
-    "real history older than future - retention. Fix: refuse samples beyond now + a grace period at "
-    "ingestion. Remove this xfail when fixed.",
-)
-def test_a_sample_from_the_far_future_neither_erases_nor_blocks_a_series() -> None:
+def test_a_sample_from_the_far_future_is_refused_at_ingestion_and_blocks_nothing() -> None:
+    """A sender whose clock is a year ahead: its samples are refused (counted as invalid), the
+    series keeps its history and accepts the next real sample."""
     import numpy as np
 
+    from detector.ingest.remote_write import SeriesSamples, store_series
     from detector.store import SampleStore
 
     store = SampleStore(retention=8 * 86400.0)
     ts = T_DATA - 3600 + 60 * np.arange(60, dtype=np.float64)
     store.append("jobs_total", {"region": "us"}, ts, np.arange(60, dtype=np.float64))
-    for k in range(1, 40):  # a sender with a clock a year ahead
-        store.append("jobs_total", {"region": "us"}, T_DATA + 365 * 86400 + k, 1.0)
+    now = T_DATA
+    future = T_DATA + 365 * 86400 + np.arange(1, 40, dtype=np.float64)
+    rep = store_series(
+        store, [SeriesSamples("jobs_total", {"region": "us"}, future, np.ones(39))], not_after=now + 600
+    )
+    assert rep.status == 400 and rep.invalid == 39 and rep.accepted == 0
+    assert "ahead of now" in rep.error
     assert store.oldest_timestamp("jobs_total") == ts[0]
     assert store.append("jobs_total", {"region": "us"}, T_DATA + 60, 61.0).accepted == 1
 

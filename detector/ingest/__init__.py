@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 MiB = 1024 * 1024
+MAX_FUTURE_SECONDS = 600.0
+"""Samples stamped further ahead of the receiver's clock are refused (a sender's clock is wrong)."""
 
 
 @dataclass(frozen=True)

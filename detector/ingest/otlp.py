@@ -64,8 +64,9 @@ import logging
 import math
 import re
 import threading
+import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,7 +82,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from detector.frame import Labels
-from detector.ingest import IngestError, IngestReport, MiB, OnIngest, media_type, read_body
+from detector.ingest import (
+    MAX_FUTURE_SECONDS,
+    IngestError,
+    IngestReport,
+    MiB,
+    OnIngest,
+    media_type,
+    read_body,
+)
 from detector.store import STALE_NAN, SampleStore
 
 log = logging.getLogger(__name__)
@@ -483,12 +492,23 @@ def _summary_point(
 # --------------------------------------------------------------------------- storing
 
 
-def store_translation(store: SampleStore, tr: Translation) -> IngestReport:
-    """Append every series (in time order); points whose samples were dropped as out of order are rejected."""
+def store_translation(store: SampleStore, tr: Translation, not_after: float | None = None) -> IngestReport:
+    """Append every series (in time order); points whose samples were dropped as out of order are rejected.
+
+    Points stamped after `not_after` (a sender's clock far ahead of ours) are rejected too.
+    """
     accepted = ooo = dup = 0
     rejected = set(tr.rejected)
     errors = list(tr.errors)
     for (name, labels), samples in tr.series.items():
+        if not_after is not None and any(s[0] > not_after for s in samples):
+            rejected.update(s[2] for s in samples if s[0] > not_after)
+            msg = f"points of {name} stamped more than the allowed skew ahead of now"
+            if len(errors) < 10 and msg not in errors:
+                errors.append(msg)
+            samples = [s for s in samples if s[0] <= not_after]
+            if not samples:
+                continue
         samples.sort(key=lambda s: s[0])
         ts = np.array([s[0] for s in samples])
         vals = np.array([s[1] for s in samples])
@@ -595,8 +615,13 @@ def otlp_router(
     max_decoded_bytes: int = 64 * MiB,
     on_ingest: OnIngest | None = None,
     path: str = PATH,
+    max_future: float = MAX_FUTURE_SECONDS,
+    clock: Callable[[], float] = time.time,
 ) -> APIRouter:
-    """An APIRouter with ``POST {path}`` storing OTLP/HTTP metric exports into `store`."""
+    """An APIRouter with ``POST {path}`` storing OTLP/HTTP metric exports into `store`.
+
+    Points more than `max_future` seconds ahead of `clock()` are rejected (partial success).
+    """
     if max_body_bytes <= 0 or max_decoded_bytes <= 0:
         raise ValueError("max_body_bytes and max_decoded_bytes must be positive")
     router = APIRouter()
@@ -611,7 +636,7 @@ def otlp_router(
 
     def process(body: bytes, content_type: str | None, encoding: str | None) -> tuple[IngestReport, str]:
         req, mtype = decode_request(body, content_type, encoding, max_decoded_bytes)
-        return store_translation(store, translate(req, acc)), mtype
+        return store_translation(store, translate(req, acc), clock() + max_future), mtype
 
     @router.post(path, summary="OTLP/HTTP metrics export", response_class=Response)
     async def export(request: Request) -> Response:

@@ -42,6 +42,8 @@ them). Exemplars and metric metadata are accepted and ignored.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cramjam
@@ -53,7 +55,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from detector.ingest import IngestError, IngestReport, MiB, OnIngest, media_type, read_body
+from detector.ingest import (
+    MAX_FUTURE_SECONDS,
+    IngestError,
+    IngestReport,
+    MiB,
+    OnIngest,
+    media_type,
+    read_body,
+)
 from detector.ingest.remote_pb import messages
 from detector.store import SampleStore, validate_label_name, validate_metric_name
 
@@ -174,11 +184,21 @@ def decode_write_request(body: bytes, max_decoded_bytes: int) -> list[SeriesSamp
 # --------------------------------------------------------------------------- storing
 
 
-def store_series(store: SampleStore, series: list[SeriesSamples]) -> IngestReport:
-    """Append decoded series; counts accepted / out-of-order / duplicate samples."""
-    accepted = ooo = dup = 0
+def store_series(
+    store: SampleStore, series: list[SeriesSamples], not_after: float | None = None
+) -> IngestReport:
+    """Append decoded series; counts accepted / out-of-order / duplicate samples.
+
+    Samples stamped after `not_after` (a sender's clock far ahead of ours) are refused as
+    invalid: stored, they would make every later real sample of the series out of order.
+    """
+    accepted = ooo = dup = future = 0
     example = ""
     for s in series:
+        if not_after is not None and len(s.timestamps) and s.timestamps[-1] > not_after:
+            keep = s.timestamps <= not_after
+            future += int((~keep).sum())
+            s = SeriesSamples(s.name, s.labels, s.timestamps[keep], s.values[keep])
         if not len(s.timestamps):
             continue
         r = store.append(s.name, s.labels, s.timestamps, s.values)
@@ -193,16 +213,20 @@ def store_series(store: SampleStore, series: list[SeriesSamples]) -> IngestRepor
             ooo += really_late
             if really_late and not example:
                 example = f"{s.name}{_fmt_labels(s.labels)}"
-    error = ""
+    problems = []
     if ooo:
-        error = f"dropped {ooo} out-of-order samples (first series: {example}); stored {accepted}"
+        problems.append(f"dropped {ooo} out-of-order samples (first series: {example})")
+    if future:
+        problems.append(f"refused {future} samples stamped more than the allowed skew ahead of now")
+    error = "; ".join(problems) + f"; stored {accepted}" if problems else ""
     return IngestReport(
         protocol="remote_write",
-        status=400 if ooo else 204,
+        status=400 if problems else 204,
         series=len(series),
         accepted=accepted,
         out_of_order=ooo,
         duplicates=dup,
+        invalid=future,
         error=error,
     )
 
@@ -256,8 +280,13 @@ def remote_write_router(
     max_decoded_bytes: int = 64 * MiB,
     on_ingest: OnIngest | None = None,
     path: str = PATH,
+    max_future: float = MAX_FUTURE_SECONDS,
+    clock: Callable[[], float] = time.time,
 ) -> APIRouter:
-    """An APIRouter with ``POST {path}`` storing remote_write 1.0 requests into `store`."""
+    """An APIRouter with ``POST {path}`` storing remote_write 1.0 requests into `store`.
+
+    Samples more than `max_future` seconds ahead of `clock()` are refused (400, the rest stored).
+    """
     if max_body_bytes <= 0 or max_decoded_bytes <= 0:
         raise ValueError("max_body_bytes and max_decoded_bytes must be positive")
     router = APIRouter()
@@ -283,7 +312,7 @@ def remote_write_router(
             report(IngestReport(protocol="remote_write", status=exc.status, error=exc.message))
             return PlainTextResponse(exc.message + "\n", status_code=exc.status)
         try:
-            rep = await run_in_threadpool(store_series, store, series)
+            rep = await run_in_threadpool(store_series, store, series, clock() + max_future)
         except Exception as exc:  # our own fault: the sender should retry
             log.exception("remote_write: storing %d series failed", len(series))
             msg = f"internal error while storing samples: {type(exc).__name__}"

@@ -255,7 +255,7 @@ class IngestMetrics:
         self.samples = Counter(
             "csf_ingested_samples_total",
             "Pushed samples by outcome: accepted (stored), out_of_order and duplicate (dropped by the "
-            "store), invalid (OTLP data points refused).",
+            "store), invalid (data points refused: unsupported, or stamped too far ahead of now).",
             ["pipeline", "protocol", "result"],
             registry=registry,
         )
