@@ -61,6 +61,8 @@ DEFAULT_LOOKBACK_DELTA = 300.0
 """Prometheus' default ``--query.lookback-delta`` (5 min)."""
 
 _EXTRAPOLATION_THRESHOLD = 1.1
+_BLOCK_SAMPLES = 1 << 20
+"""Samples per block of series evaluated together by `increase_rows`."""
 _PRECISION_TOLERANCE = 1e-12
 
 
@@ -159,6 +161,70 @@ def extrapolated_increase(
     return out, present
 
 
+def increase_rows(
+    ts: np.ndarray, vals: np.ndarray, times: np.ndarray, window: float, *, is_rate: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """`extrapolated_increase` of k counter series that share the timestamps `ts`.
+
+    `vals` is (k, n) with no stale markers (the caller checks); returns (k, T) values and
+    presence, equal element by element to k calls of `extrapolated_increase`.
+    """
+    k = vals.shape[0]
+    out = np.full((k, len(times)), np.nan)
+    present = np.zeros((k, len(times)), dtype=bool)
+    if len(times):
+        i, j = np.searchsorted(ts, [float(times[0]) - window, float(times[-1])], side="right")
+        ts, vals = ts[i:j], vals[:, i:j]
+    if len(ts) < 2:
+        return out, present
+    lo = np.searchsorted(ts, times - window, side="right")
+    hi = np.searchsorted(ts, times, side="right") - 1
+    ok = hi - lo >= 1
+    if not ok.any():
+        return out, present
+    i0, i1, t = lo[ok], hi[ok], times[ok]
+    first_t, last_t = ts[i0], ts[i1]
+    first_v = vals[:, i0]
+    result = vals[:, i1] - first_v
+    falls = vals[:, 1:] < vals[:, :-1]
+    reset_rows = np.flatnonzero(falls.any(axis=1))
+    if reset_rows.size:
+        drops = np.where(falls[reset_rows], vals[reset_rows, :-1], 0.0)
+        cum = np.concatenate((np.zeros((reset_rows.size, 1)), np.cumsum(drops, axis=1)), axis=1)
+        result[reset_rows] = result[reset_rows] + (cum[:, i1] - cum[:, i0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_start = first_t - (t - window)
+        to_end = t - last_t
+        sampled = last_t - first_t
+        avg = sampled / (i1 - i0)
+        threshold = avg * _EXTRAPOLATION_THRESHOLD
+        to_start = np.where(to_start >= threshold, avg / 2, to_start)
+        to_zero = np.where((result > 0) & (first_v >= 0), sampled * (first_v / result), to_start)
+        to_start = np.where(to_zero < to_start, to_zero, to_start)
+        to_end = np.where(to_end >= threshold, avg / 2, to_end)
+        factor = (sampled + to_start + to_end) / sampled
+        if is_rate:
+            factor = factor / window
+        out[:, ok] = result * factor
+    present[:, ok] = True
+    return out, present
+
+
+def _same_timestamps(
+    members: list[tuple[int, np.ndarray, np.ndarray]],
+) -> list[tuple[np.ndarray, list[tuple[int, np.ndarray]]]]:
+    """Split series (index, ts, vals) into blocks whose timestamp arrays are equal."""
+    blocks: list[tuple[np.ndarray, list[tuple[int, np.ndarray]]]] = []
+    for i, ts, vals in members:
+        for ref, block in blocks:
+            if ref is ts or np.array_equal(ref, ts):
+                block.append((i, vals))
+                break
+        else:
+            blocks.append((ts, [(i, vals)]))
+    return blocks
+
+
 # --------------------------------------------------------------------------- histogram quantile
 
 
@@ -181,10 +247,13 @@ def bucket_quantile(
     `upper_bounds` (B,) strictly increasing; `counts`/`present` (B, T) cumulative bucket
     counts and whether each bucket had a value at that step (absent buckets are left out,
     as Prometheus only sees the buckets present at a step). Returns (T,) values, NaN
-    where no quantile exists.
+    where no quantile exists. Every operation is elementwise over the trailing axes, so
+    (B, G, T) arrays (G histograms sharing the bounds) give (G, T) in one call, with the
+    same numbers as G separate calls.
     """
-    n_b, n_t = counts.shape
-    out = np.full(n_t, np.nan)
+    n_b = counts.shape[0]
+    shape = counts.shape[1:]
+    out = np.full(shape, np.nan)
     if n_b == 0:
         return out
     any_present = present.any(axis=0)
@@ -197,11 +266,25 @@ def bucket_quantile(
         return out
     valid = present[-1].copy()
     valid &= present.sum(axis=0) >= 2
+    fast = _bucket_quantile_dense(q, upper_bounds, counts, present, valid)
+    if fast is not None:
+        return fast
+    return _bucket_quantile_loop(q, upper_bounds, counts, present, valid)
+
+
+def _bucket_quantile_loop(
+    q: float, upper_bounds: np.ndarray, counts: np.ndarray, present: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
+    """The general `bucket_quantile`: bucket by bucket, vectorised over the other axes."""
+    n_b = counts.shape[0]
+    shape = counts.shape[1:]
+    out = np.full(shape, np.nan)
+    valid = valid.copy()
     # Pass 1: precision fix and monotone envelope, bucket by bucket (vectorised over steps).
-    fixed = np.full((n_b, n_t), np.nan)
-    have = np.zeros(n_t, dtype=bool)
-    prev = np.full(n_t, np.nan)
-    running_max = np.full(n_t, np.nan)
+    fixed = np.full((n_b, *shape), np.nan)
+    have = np.zeros(shape, dtype=bool)
+    prev = np.full(shape, np.nan)
+    running_max = np.full(shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         for j in range(n_b):
             p = present[j]
@@ -218,10 +301,10 @@ def bucket_quantile(
         total = fixed[-1]
         valid &= total != 0
         rank = q * total
-        found = np.zeros(n_t, dtype=bool)
-        have_prev = np.zeros(n_t, dtype=bool)
-        prev_ub = np.zeros(n_t)
-        prev_count = np.zeros(n_t)
+        found = np.zeros(shape, dtype=bool)
+        have_prev = np.zeros(shape, dtype=bool)
+        prev_ub = np.zeros(shape)
+        prev_count = np.zeros(shape)
         for j in range(n_b - 1):
             p = present[j]
             ub = upper_bounds[j]
@@ -238,6 +321,51 @@ def bucket_quantile(
             prev_count = np.where(p, c, prev_count)
             have_prev |= p
     out = np.where(found, out, prev_ub)
+    out[~valid] = np.nan
+    return out
+
+
+def _bucket_quantile_dense(
+    q: float, upper_bounds: np.ndarray, counts: np.ndarray, present: np.ndarray, valid: np.ndarray
+) -> np.ndarray | None:
+    """`bucket_quantile` for the usual case, every bucket present and every count finite:
+    the precision snap and the monotone envelope (a running maximum) bucket by bucket with
+    the loop's expressions, then the bucket holding the rank found and interpolated for all
+    steps at once. None when the case does not apply.
+    """
+    n_b = counts.shape[0]
+    if n_b < 2 or not present.all() or not np.isfinite(counts).all():
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fixed = np.empty_like(counts)
+        fixed[0] = counts[0]
+        prev = counts[0]
+        for b in range(1, n_b):
+            c = counts[b]
+            delta = np.abs(c - prev)
+            c = np.where((delta != 0) & (delta / c <= _PRECISION_TOLERANCE), prev, c)
+            np.maximum(fixed[b - 1], c, out=fixed[b])
+            prev = c
+        total = fixed[-1]
+        valid = valid & (total != 0)
+        rank = q * total
+        # The envelope is non-decreasing: the bucket holding the rank is the number of
+        # (non-+Inf) buckets below it.
+        j = np.zeros(total.shape, dtype=np.intp)
+        for b in range(n_b - 1):
+            j += fixed[b] < rank
+        found = j < n_b - 1
+        j = np.minimum(j, n_b - 2)
+        flat = fixed.reshape(n_b, -1)
+        cols = np.arange(flat.shape[1])
+        c = flat[j.ravel(), cols].reshape(j.shape)
+        first = j == 0
+        below = np.where(first, 0.0, flat[np.maximum(j - 1, 0).ravel(), cols].reshape(j.shape))
+        ub = upper_bounds[j]
+        start = np.where(first, 0.0, upper_bounds[np.maximum(j - 1, 0)])
+        value = start + (ub - start) * ((rank - below) / (c - below))
+        value = np.where(first & (ub <= 0), ub, value)
+    out = np.where(found, value, upper_bounds[n_b - 2])
     out[~valid] = np.nan
     return out
 
@@ -267,30 +395,39 @@ def _stack(rows: list[tuple[np.ndarray, np.ndarray]], n_t: int) -> tuple[np.ndar
 
 
 def _aggregate(vec: _Vector, by: Sequence[str], agg: str) -> _Vector:
-    groups: dict[Labels, list[int]] = {}
-    for i, labels in enumerate(vec.labels):
-        groups.setdefault(_project(labels, by), []).append(i)
-    keys = sorted(groups)
+    if agg not in ("sum", "avg", "max", "min"):
+        raise ValueError(f"unknown aggregation {agg!r}; expected one of {AGGREGATIONS}")
+    projected = [_project(labels, by) for labels in vec.labels]
+    keys = sorted(set(projected))
     n_t = vec.values.shape[1]
-    values = np.full((len(keys), n_t), np.nan)
-    present = np.zeros((len(keys), n_t), dtype=bool)
+    if not keys:
+        return _Vector((), np.full((0, n_t), np.nan), np.zeros((0, n_t), dtype=bool), vec.samples)
+    slot = {key: g for g, key in enumerate(keys)}
+    group = np.fromiter((slot[key] for key in projected), dtype=np.intp, count=len(projected))
+    # The j-th row (input order) of every group is folded in at round j: each group's rows
+    # are combined in the same order as a row-by-row reduction of that group would.
+    order = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[order], np.arange(len(keys)))
+    rank = np.empty(len(group), dtype=np.intp)
+    rank[order] = np.arange(len(group)) - starts[group[order]]
+    fill = 0.0 if agg in ("sum", "avg") else np.nan
     with np.errstate(divide="ignore", invalid="ignore"):
-        for g, key in enumerate(keys):
-            rows = groups[key]
-            v = vec.values[rows]
-            p = vec.present[rows]
-            count = p.sum(axis=0)
+        masked = np.where(vec.present, vec.values, fill)
+        first = order[starts]
+        acc = masked[first]
+        count = vec.present[first].astype(np.intp)
+        for j in range(1, int(rank.max()) + 1):
+            rows = np.flatnonzero(rank == j)
+            g = group[rows]
             if agg in ("sum", "avg"):
-                total = np.where(p, v, 0.0).sum(axis=0)
-                values[g] = total if agg == "sum" else total / count
+                acc[g] = acc[g] + masked[rows]
             elif agg == "max":
-                values[g] = np.fmax.reduce(np.where(p, v, np.nan), axis=0)
-            elif agg == "min":
-                values[g] = np.fmin.reduce(np.where(p, v, np.nan), axis=0)
+                acc[g] = np.fmax(acc[g], masked[rows])
             else:
-                raise ValueError(f"unknown aggregation {agg!r}; expected one of {AGGREGATIONS}")
-            present[g] = count > 0
-    return _Vector(tuple(keys), values, present, vec.samples)
+                acc[g] = np.fmin(acc[g], masked[rows])
+            count[g] += vec.present[rows]
+        values = acc / count if agg == "avg" else acc
+    return _Vector(tuple(keys), values, count > 0, vec.samples)
 
 
 def _divide(num: _Vector, den: _Vector, on: Sequence[str] | None) -> _Vector:
@@ -383,16 +520,36 @@ class NativeSource:
 
     def _rates(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
         window = _check_range(signal)
-        labels: list[Labels] = []
-        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        selected = self.store.select(metric, signal.matchers)
+        n = len(selected)
+        values = np.full((n, len(times)), np.nan)
+        present = np.zeros((n, len(times)), dtype=bool)
         samples = 0
-        for lbl, ts, vals in self.store.select(metric, signal.matchers):
-            ts, vals = _clip(ts, vals, float(times[0]) - window, float(times[-1]))
-            labels.append(lbl)
-            rows.append(extrapolated_increase(ts, vals, times, window, is_rate=is_rate))
+        # Series scraped together share their timestamps: evaluate each such group as one
+        # (k, n) block (same arithmetic per element as `extrapolated_increase`).
+        shared: dict[tuple[int, float, float], list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        lo_t, hi_t = float(times[0]) - window, float(times[-1])
+        for i, (_, ts, vals) in enumerate(selected):
+            ts, vals = _clip(ts, vals, lo_t, hi_t)
             samples += len(ts)
-        values, present = _stack(rows, len(times))
-        return _Vector(tuple(labels), values, present, samples)
+            if len(ts) < 2:
+                values[i], present[i] = extrapolated_increase(ts, vals, times, window, is_rate=is_rate)
+                continue
+            shared.setdefault((len(ts), float(ts[0]), float(ts[-1])), []).append((i, ts, vals))
+        for members in shared.values():
+            for ts, whole in _same_timestamps(members):
+                # Blocks of about a million samples keep the temporaries in cache.
+                size = max(2, _BLOCK_SAMPLES // len(ts))
+                for b0 in range(0, len(whole), size):
+                    block = whole[b0 : b0 + size]
+                    matrix = np.stack([vals for _, vals in block]) if len(block) > 1 else None
+                    if matrix is None or is_stale_marker(matrix).any():
+                        for i, vals in block:
+                            values[i], present[i] = extrapolated_increase(ts, vals, times, window, is_rate=is_rate)
+                        continue
+                    rows = [i for i, _ in block]
+                    values[rows], present[rows] = increase_rows(ts, matrix, times, window, is_rate=is_rate)
+        return _Vector(tuple(lbl for lbl, _, _ in selected), values, present, samples)
 
     def _sum_rate(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
         return _aggregate(self._rates(metric, signal, times, is_rate=is_rate), signal.by, "sum")
@@ -403,30 +560,39 @@ class NativeSource:
         by = tuple(k for k in signal.by if k != "le")
         rates = self._rates(signal.metric + "_bucket", signal, times, is_rate=True)
         summed = _aggregate(rates, (*by, "le"), "sum")
-        # group -> upper bound -> (count sum, present); equal bounds ('1' and '1.0') merge.
-        groups: dict[Labels, dict[float, tuple[np.ndarray, np.ndarray]]] = {}
+        masked = np.where(summed.present, summed.values, 0.0)
+        # group -> upper bound -> rows of `summed`; equal bounds ('1' and '1.0') merge.
+        groups: dict[Labels, dict[float, list[int]]] = {}
         for i, lbl in enumerate(summed.labels):
             d = dict(lbl)
             ub = parse_le(d.pop("le", ""))
             if ub is None:
                 continue
-            key = tuple(sorted(d.items()))
-            buckets = groups.setdefault(key, {})
-            v = np.where(summed.present[i], summed.values[i], 0.0)
-            if ub in buckets:
-                pv, pp = buckets[ub]
-                buckets[ub] = (pv + v, pp | summed.present[i])
-            else:
-                buckets[ub] = (v, summed.present[i].copy())
+            groups.setdefault(tuple(sorted(d.items())), {}).setdefault(ub, []).append(i)
         labels = sorted(groups)
-        rows: list[tuple[np.ndarray, np.ndarray]] = []
-        for key in labels:
-            bounds = sorted(groups[key])
-            counts = np.stack([groups[key][b][0] for b in bounds])
-            present = np.stack([groups[key][b][1] for b in bounds])
-            q = bucket_quantile(float(signal.quantile), np.array(bounds), counts, present)
-            rows.append((q, np.asarray(present.any(axis=0), dtype=bool)))
-        values, present_rows = _stack(rows, len(times))
+        values = np.full((len(labels), len(times)), np.nan)
+        present_rows = np.zeros((len(labels), len(times)), dtype=bool)
+        # Histograms with the same bucket bounds go through `bucket_quantile` together.
+        by_bounds: dict[tuple[float, ...], list[int]] = {}
+        for g, key in enumerate(labels):
+            by_bounds.setdefault(tuple(sorted(groups[key])), []).append(g)
+        for bounds, members in by_bounds.items():
+            rows = [[groups[labels[g]][b] for g in members] for b in bounds]
+            if all(len(r) == 1 for per_bound in rows for r in per_bound):
+                idx = np.array([[r[0] for r in per_bound] for per_bound in rows])  # (B, G)
+                counts, present = masked[idx], summed.present[idx]
+            else:
+                counts = np.zeros((len(bounds), len(members), len(times)))
+                present = np.zeros((len(bounds), len(members), len(times)), dtype=bool)
+                for bi, per_bound in enumerate(rows):
+                    for gi, rs in enumerate(per_bound):
+                        total = masked[rs[0]]
+                        for r in rs[1:]:
+                            total = total + masked[r]
+                        counts[bi, gi] = total
+                        present[bi, gi] = summed.present[rs].any(axis=0)
+            values[members] = bucket_quantile(float(signal.quantile), np.array(bounds), counts, present)
+            present_rows[members] = present.any(axis=0)
         return _Vector(tuple(labels), values, present_rows, rates.samples)
 
     def _ratio(self, signal: Signal, times: np.ndarray) -> _Vector:

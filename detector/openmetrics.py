@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
@@ -367,6 +367,42 @@ _BULK_LINES = 65536
 _PROM_TIMESTAMPS = re.compile(r"-?\d+(?:\n-?\d+)*\Z")
 
 
+FieldSlices = Callable[[int, int], tuple[Sequence[str], Sequence[str], Sequence[str], "np.ndarray | None"]]
+
+
+def _split_fields(text: str, n: int) -> FieldSlices:
+    """Split `n` lines (`text`, each line ending in a newline) into series, value and
+    timestamp texts; returns a function giving lines [a, b).
+
+    When every line holds exactly two spaces, the fields come from one ``split`` of the
+    whole text, and timestamps that are all plain digits of one width are read in numpy
+    (exactly: at most 15 digits). Otherwise each line is split at its last two spaces
+    (so label values may hold spaces), as the line-by-line path does.
+    """
+    raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    newlines = np.flatnonzero(raw == 10)
+    spaces = np.flatnonzero(raw == 32)
+    starts = np.concatenate(([-1], newlines[:-1]))
+    if len(spaces) != 2 * n or not ((spaces[0::2] > starts).all() and (spaces[1::2] < newlines).all()):
+        parts = [line.rsplit(" ", 2) for line in text[:-1].split("\n")]
+        if sum(map(len, parts)) != 3 * n:
+            parts = [["", "", ""]] * n  # never a series: the bulk path declines
+        keys, values, stamps = (list(col) for col in zip(*parts, strict=True))
+        return lambda a, b: (keys[a:b], values[a:b], stamps[a:b], None)
+    tokens = text.replace("\n", " ").split(" ")
+    keys, values, stamps = tokens[0 : 3 * n : 3], tokens[1 : 3 * n : 3], tokens[2 : 3 * n : 3]
+    first = spaces[1::2] + 1
+    widths = newlines - first
+    ts: np.ndarray | None = None
+    if n and 0 < widths[0] <= 15 and (widths == widths[0]).all():
+        digits = raw[first[:, None] + np.arange(int(widths[0]))] - np.uint8(48)
+        if (digits <= 9).all():
+            ts = (digits.astype(np.int64) @ (10 ** np.arange(int(widths[0]) - 1, -1, -1, dtype=np.int64))).astype(
+                np.float64
+            )
+    return lambda a, b: (keys[a:b], values[a:b], stamps[a:b], None if ts is None else ts[a:b])
+
+
 class _Parser:
     def __init__(self, fmt: Format, default_timestamp: float | None, max_buffered: int) -> None:
         if fmt not in ("auto", "openmetrics", "prometheus"):
@@ -389,6 +425,8 @@ class _Parser:
         self.line_no = 0
         self.bulk = True
         """Parse runs of plain sample lines in bulk (same results as line by line, see `_bulk`)."""
+        self.bulk_lines = 0
+        """Lines that took the bulk path."""
 
     # -------------------------------------------------------------- main loop
 
@@ -428,31 +466,29 @@ class _Parser:
         if self.saw_eof or "\r" in text or text.count("\n") != len(run) or not text.endswith("\n"):
             yield from self._lines(run)
             return
-        lines = text[:-1].split("\n")
+        fields = _split_fields(text, len(run))
         pos = 0
-        while pos < len(lines):
-            room = self.max_buffered - self.buffered
-            piece = lines[pos : pos + room]
-            if not self._bulk(piece):
+        while pos < len(run):
+            end = min(len(run), pos + self.max_buffered - self.buffered)
+            if not self._bulk(*fields(pos, end)):
                 yield from self._lines(run[pos:])
                 return
-            pos += len(piece)
+            pos = end
             if self.buffered >= self.max_buffered:
                 yield from self._flush()
 
-    def _bulk(self, lines: list[str]) -> bool:
-        """Record plain sample lines (no '#', no line break) all at once; False, with nothing
-        recorded, when any line needs the line-by-line path (a new family, a skipped
-        ``_created`` sample, a line that does not split into series/value/timestamp, a value
-        or timestamp that does not parse, an out-of-order timestamp). The numbers are those
-        `_sample` would give: the same text goes through the same conversions."""
+    def _bulk(
+        self, key_texts: Sequence[str], value_texts: Sequence[str], ts_texts: Sequence[str], ts: np.ndarray | None
+    ) -> bool:
+        """Record plain sample lines (series text, value text, timestamp text; `ts`: the
+        timestamps already read, or None) all at once. False, with nothing recorded, when any
+        line needs the line-by-line path (a new family, a skipped ``_created`` sample, a
+        series text that does not parse, a value or timestamp that does not parse, an
+        out-of-order timestamp). The numbers are those `_sample` would give: the same text
+        goes through the same conversions."""
         if self.fmt == "auto":
             return False
-        parts = [line.rsplit(" ", 2) for line in lines]
-        n = len(parts)
-        if sum(map(len, parts)) != 3 * n:
-            return False
-        key_texts, value_texts, ts_texts = zip(*parts, strict=True)
+        n = len(key_texts)
         index: dict[str, int] = {}
         keys: list[tuple[str, Labels]] = []
         for text in dict.fromkeys(key_texts):
@@ -472,15 +508,18 @@ class _Parser:
             if "_" in "".join(value_texts):
                 return False
             values = np.fromiter(map(float, value_texts), dtype=np.float64, count=n)
-            joined = "\n".join(ts_texts)
-            if self.fmt == "prometheus":
-                if _PROM_TIMESTAMPS.match(joined) is None:
-                    return False
-                ts = np.array(list(map(int, ts_texts)), dtype=np.float64) / 1000.0
-            else:
-                if "_" in joined:
-                    return False
-                ts = np.fromiter(map(float, ts_texts), dtype=np.float64, count=n)
+            if ts is None:
+                joined = "\n".join(ts_texts)
+                if self.fmt == "prometheus":
+                    if _PROM_TIMESTAMPS.match(joined) is None:
+                        return False
+                    ts = np.array(list(map(int, ts_texts)), dtype=np.float64) / 1000.0
+                else:
+                    if "_" in joined:
+                        return False
+                    ts = np.fromiter(map(float, ts_texts), dtype=np.float64, count=n)
+            elif self.fmt == "prometheus":
+                ts = ts / 1000.0
         except (ValueError, OverflowError, TypeError):
             return False
         if not np.isfinite(ts).all():
@@ -508,6 +547,7 @@ class _Parser:
             self.last_ts[key] = float(ts_sorted[b - 1])
         self.buffered += n
         self.line_no += n
+        self.bulk_lines += n
         return True
 
     def _lines(self, chunk: list[str]) -> Iterator[Batch]:

@@ -121,6 +121,12 @@ class AppendResult:
         return self.out_of_order + self.duplicates
 
 
+_ONE_ACCEPTED = AppendResult(accepted=1)
+_ONE_DUPLICATE = AppendResult(duplicates=1)
+_ONE_OUT_OF_ORDER = AppendResult(out_of_order=1)
+"""Shared results of the single-sample path (frozen, so sharing is safe; building one per call costs)."""
+
+
 class _Series:
     """Live samples are ``ts[start:end]`` / ``vals[start:end]``; never written in place."""
 
@@ -175,12 +181,39 @@ class _Series:
         if real.any():
             self.newest_real = float(ts[np.flatnonzero(real)[-1]])
 
+    def append_one(self, t: float, v: float, retention: float | None) -> None:
+        """Append one sample newer than every stored one (no numpy arrays on the usual path)."""
+        if self.end >= len(self.ts):
+            self.extend(np.array([t]), np.array([v]), retention)
+            return
+        self.ts[self.end] = t
+        self.vals[self.end] = v
+        self.end += 1
+        if v == v or _float_bits(v) != STALE_NAN_BITS:
+            self.newest_real = t
+
     def views(self) -> tuple[np.ndarray, np.ndarray]:
         ts = self.ts[self.start : self.end]
         vals = self.vals[self.start : self.end]
         ts.flags.writeable = False
         vals.flags.writeable = False
         return ts, vals
+
+
+def _one_sample(timestamps: object, values: object) -> tuple[float, float] | None:
+    """(t, v) when the arguments are one float64 sample with a finite time (a scrape or
+    remote_write sample), else None. Values keep their bits (NaN payloads included)."""
+    if type(timestamps) is np.ndarray and type(values) is np.ndarray:
+        if timestamps.shape != (1,) or values.shape != (1,):
+            return None
+        if timestamps.dtype != np.float64 or values.dtype != np.float64:
+            return None
+        t, v = float(timestamps[0]), float(values[0])
+    elif type(timestamps) is float and type(values) is float:
+        t, v = timestamps, values
+    else:
+        return None
+    return (t, v) if t - t == 0.0 else None
 
 
 def _as_samples(timestamps: object, values: object) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +293,21 @@ class SampleStore:
     ) -> AppendResult:
         """Append samples (scalars or equal-length arrays, seconds) to one series."""
         key = self._series_key(name, labels)
+        one = _one_sample(timestamps, values)
+        if one is not None:
+            t, v = one
+            with self._lock:
+                by_labels = self._series.get(name)
+                series = None if by_labels is None else by_labels.get(key)
+                if series is not None and series.end > series.start:
+                    # Fast path for scrape-style single samples of a known series.
+                    newest_t = float(series.ts[series.end - 1])
+                    if t <= newest_t:
+                        if t == newest_t and _float_bits(v) == _float_bits(float(series.vals[series.end - 1])):
+                            return _ONE_DUPLICATE
+                        return _ONE_OUT_OF_ORDER
+                    series.append_one(t, v, self.retention)
+                    return _ONE_ACCEPTED
         ts, vals = _as_samples(timestamps, values)
         if len(ts) == 0:
             return AppendResult()
