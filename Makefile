@@ -19,6 +19,7 @@ run: $(STAMP)
 ## install everything the tests need (Python packages, Debian's prometheus/alertmanager), then run them all
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy detector exporters rules
 	$(VENV)/bin/pytest $(ARGS)
 
 system-deps:
@@ -26,7 +27,7 @@ system-deps:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy detector/evidence.py detector/decision.py detector/evaluate.py detector/pipeline.py
+	$(VENV)/bin/mypy detector exporters rules
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts

@@ -56,11 +56,11 @@ def run_backtest(
 def summary(evaluations: Sequence[Evaluation], every: float) -> dict[str, Any]:
     changes = 0
     prev: str | None | bool = False
-    time_in: Counter[str] = Counter()
+    time_in: dict[str, float] = {}
     decisions: Counter[str] = Counter()
     for ev in evaluations:
         key = ev.binding or "none"
-        time_in[key] += every
+        time_in[key] = time_in.get(key, 0.0) + every
         decisions[ev.decision] += 1
         if prev is not False and ev.binding != prev:
             changes += 1

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 from opentelemetry.trace import NoOpTracer, Tracer
@@ -300,7 +301,7 @@ def _gather(pack: Pack, reader: _Reader, now: float, tracer: Tracer) -> Evidence
             first.append(ConstraintEvidence(constraint=c, overhead_ratio=ratio, pressure=pressure))
             continue
         first.append(
-            _traced(tracer, reader, c, lambda c=c: _constraint_evidence(reader, pack, c, now, dau, causal_cache))
+            _traced(tracer, reader, c, partial(_constraint_evidence, reader, pack, c, now, dau, causal_cache))
         )
     # Second pass: exceptions that depend on other constraints' ROI (enabling infrastructure).
     rois = {e.name: (e.economics.roi if e.economics else None) for e in first}
