@@ -42,6 +42,12 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=float, default=None, help="days to write (default: the scenario's length)")
     sim.add_argument("--start", default=None, help="RFC3339 start of the simulated data (default: now - days)")
     sim.add_argument("--interval", default="60s", help="sample interval (default 60s)")
+    sim.add_argument(
+        "--history",
+        default=None,
+        help="with --output: also write this much of the first phase before the scenario starts (e.g. 7d, "
+        "so a backtest with a 7-day lookback can evaluate from day 0)",
+    )
     sim.add_argument("--output", "-o", default=None, help="OpenMetrics file to write ('-' for stdout)")
     sim.add_argument("--serve", action="store_true", help="serve the live simulated platform on /metrics")
     sim.add_argument("--host", default="127.0.0.1")

@@ -1287,10 +1287,15 @@ def simulate_cli(args: Any) -> int:
     from detector.openmetrics import write_openmetrics
 
     span = days * DAY
+    lead = parse_duration(getattr(args, "history", None) or 0)
     if start is None:
-        start = math.floor((time.time() - span) / interval) * interval
-    sim = Simulator(spec, args.seed, origin=start, interval=interval)
-    series = sim.generate(start, start + span)
+        start = math.floor((time.time() - span - lead) / interval) * interval
+    # `lead` seconds of the first phase come before the scenario starts at `origin`, so a
+    # backtest with that lookback can evaluate from the scenario's first day.
+    origin = start + lead
+    sim = Simulator(spec, args.seed, origin=origin, interval=interval, history=DEFAULT_HISTORY_S + lead)
+    series = sim.generate(start, origin + span)
+    span += lead
     if args.output == "-":
         n = write_openmetrics(out, series, help=METRIC_HELP)
     else:
