@@ -79,6 +79,10 @@ class LoadConfig:
     """Serve the ``default`` simulator pipeline too (False: only ``pushed``; starts in ~2 s)."""
     cycle_steps: int = 240
     """The pushed values repeat every `cycle_steps` steps (240: 1 h of simulated data)."""
+    resend: bool = False
+    """Writers re-send the same `cycle_steps` steps over and over (timestamps included): after
+    the first cycle every sample is an exact duplicate (answered 204, stored once), so the
+    server's memory must stay flat; a leak test of the write path."""
     synthetic_series: int = 0
     """> 0: push this many synthetic ``csf_load_series`` random walks instead of the simulator's
     metrics (no simulator start-up cost; for the smoke test)."""
@@ -143,8 +147,12 @@ def trend_per_minute(points: Sequence[tuple[float, float]]) -> float:
 class WriteBodies:
     """Remote-write bodies of the simulator's series for one writer, in time order."""
 
-    def __init__(self, writer: int, steps_per_write: int, start: float, values: list[Any]) -> None:
-        """`values`: [(name, labels, values per step)], the steps repeating cyclically."""
+    def __init__(
+        self, writer: int, steps_per_write: int, start: float, values: list[Any], resend: bool = False
+    ) -> None:
+        """`values`: [(name, labels, values per step)], the steps repeating cyclically; with
+        `resend` the timestamps repeat too (every cycle re-sends the same samples)."""
+        self.resend = resend
         import cramjam
 
         from detector.ingest.remote_pb import messages
@@ -168,7 +176,9 @@ class WriteBodies:
     def next_body(self) -> bytes:
         k0 = self.next_step
         self.next_step += self.steps
-        stamps = [int((self.start + (k0 + j) * STEP_SECONDS) * 1000) for j in range(self.steps)]
+        cycle = len(self.values[0][2]) if self.values else 1
+        base = k0 % cycle if self.resend else k0
+        stamps = [int((self.start + (base + j) * STEP_SECONDS) * 1000) for j in range(self.steps)]
         for (_, _, vals), row in zip(self.values, self.samples, strict=True):
             cols = [(k0 + j) % len(vals) for j in range(self.steps)]
             for sample, t_ms, c in zip(row, stamps, cols, strict=True):
@@ -400,6 +410,8 @@ async def _drive(server: Server, cfg: LoadConfig, bodies: list[WriteBodies]) -> 
 
 def run_load(cfg: LoadConfig) -> dict[str, Any]:
     """Start a server, drive the load, stop the server; returns the report (see `render_markdown`)."""
+    if cfg.resend and cfg.cycle_steps % cfg.steps_per_write:
+        raise ValueError("with resend, cycle_steps must be a multiple of steps_per_write")
     own_dir = cfg.workdir is None
     tmp = tempfile.TemporaryDirectory(prefix="csf-load-") if own_dir else None
     workdir = Path(tmp.name if tmp is not None else str(cfg.workdir))
@@ -411,7 +423,9 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
         values = synthetic_values(cfg.synthetic_series, cfg.cycle_steps)
     else:
         values = simulator_values(origin, cfg.cycle_steps)
-    bodies = [WriteBodies(w, cfg.steps_per_write, origin, values) for w in range(cfg.write_workers)]
+    bodies = [
+        WriteBodies(w, cfg.steps_per_write, origin, values, cfg.resend) for w in range(cfg.write_workers)
+    ]
     server = start_server(workdir, cfg.evaluation_interval, cfg.simulator)
     try:
         ready_s = wait_ready(server)
@@ -561,6 +575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-requests", type=int, default=defaults.max_requests, help="per endpoint")
     parser.add_argument("--workdir", default=None, help="keep the server's config, data and log here")
     parser.add_argument(
+        "--resend",
+        action="store_true",
+        help="writers re-send one cycle of samples (duplicates after the first)",
+    )
+    parser.add_argument(
         "--no-simulator", action="store_true", help="serve only the push pipeline (no simulator pipeline)"
     )
     parser.add_argument("--json", default=None, help="write the full report (with the RSS series) here")
@@ -577,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_requests=args.max_requests,
         workdir=args.workdir,
         simulator=not args.no_simulator,
+        resend=args.resend,
     )
     report = run_load(cfg)
     report["machine"] = machine()

@@ -163,6 +163,8 @@ def _describe(node: Node) -> str:
         return "a mapping"
     if isinstance(node, SequenceNode):
         return "a list"
+    if node.tag in (_INT, _FLOAT) and _number_value(node) is None:
+        return f"an invalid !!{node.tag.rsplit(':', 1)[-1]} value ({node.value!r})"
     desc = _TAG_NAMES.get(node.tag, f"a {node.tag} value")
     if node.tag == _STR or node.tag in (_INT, _FLOAT, "tag:yaml.org,2002:timestamp"):
         return f"{desc} ({node.value!r})"
@@ -278,10 +280,19 @@ Parser = Callable[[_Ctx, Node, str], Any]
 def _number_value(node: Node) -> float | int | None:
     if not isinstance(node, ScalarNode):
         return None
-    if node.tag == _INT:
-        return int(_constructor().construct_yaml_int(node))
-    if node.tag == _FLOAT:
-        return float(_constructor().construct_yaml_float(node))
+    try:
+        if node.tag == _INT:
+            value = int(_constructor().construct_yaml_int(node))
+            # beyond the float range math.isfinite() would raise OverflowError: report it as infinite
+            return value if abs(value) <= sys.float_info.max else (math.inf if value > 0 else -math.inf)
+        if node.tag == _FLOAT:
+            return float(_constructor().construct_yaml_float(node))
+    except ValueError:
+        # an explicit `!!int abc` / `!!float x`, or an integer of more than 4300 digits
+        digits = node.value.strip().lstrip("+-").replace("_", "")
+        if digits.isdigit():
+            return -math.inf if node.value.strip().startswith("-") else math.inf
+        return None
     if node.tag == _STR and node.style is None and _PLAIN_NUMBER.fullmatch(node.value):
         return float(node.value.replace("_", ""))
     return None
@@ -381,10 +392,16 @@ def _str(pattern: re.Pattern[str] | None = None, rule: str = "", nullable: bool 
 
 
 def _parse_bool(ctx: _Ctx, node: Node, path: str) -> bool | None:
-    if not (isinstance(node, ScalarNode) and node.tag == _BOOL):
-        ctx.error(node, path, f"expected true or false, got {_describe(node)}")
-        return None
-    return bool(_constructor().construct_yaml_bool(node))
+    value = None
+    if isinstance(node, ScalarNode) and node.tag == _BOOL:
+        try:
+            value = bool(_constructor().construct_yaml_bool(node))
+        except KeyError:  # an explicit `!!bool maybe`
+            pass
+    if value is None:
+        got = f"{node.value!r}" if isinstance(node, ScalarNode) and node.tag == _BOOL else _describe(node)
+        ctx.error(node, path, f"expected true or false, got {got}")
+    return value
 
 
 def _parse_enum(ctx: _Ctx, node: Node, path: str, allowed: Sequence[str], what: str) -> str | None:

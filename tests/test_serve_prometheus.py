@@ -416,7 +416,10 @@ def test_csf_serve_evaluates_a_live_prometheus_and_follows_it_down_and_up(tmp_pa
                 },
                 timeout=10,
             ).json()["data"]["result"]
-            assert reference and math.isclose(latency["value"], float(reference[0]["value"][1]), rel_tol=1e-6)
+            # Equal up to a scrape in flight at the evaluation time: Prometheus stamps a sample with
+            # the scrape's start and stores it when the scrape ends, so a query made later for the
+            # same instant can see one more sample (on seconds of history that moves p95 a little).
+            assert reference and math.isclose(latency["value"], float(reference[0]["value"][1]), rel_tol=0.05)
             assert 0.45 < latency["value"] < 0.9  # the scenario's p95 ~0.6 s, beyond the 0.3 s target
             assert latency["pressure"] > 1
             # ...but seconds of history cannot show a sustained problem, so nothing is called binding
