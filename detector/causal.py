@@ -26,8 +26,38 @@ Conventions (shared with the reference implementation)
   p-values are two-sided; PASS also requires a positive slope.
 * Test 4 (temporal precedence): the same within transformation on the whole panel,
   then per unit rows t with X and Y present at t, t-1, ..., t-L (lags never cross a
-  unit boundary), pooled; OLS with a constant; F-test of the L lags of the other
-  variable (F(L, N - 2L - 1)); absorbed fixed effects are not counted in the df.
+  unit boundary), pooled over units; regressors: a constant, L lags of the target and
+  L lags of the other variable (k = 2L + 1). A robust Wald test of the L lags of the
+  other variable, computed in three steps:
+
+  1. pooled OLS; each unit's residual variance, shrunk towards the pooled one by k
+     rows: ``v_u = (RSS_u + k s^2) / (n_u + k)``, ``s^2 = RSS / (N - k)``;
+  2. weighted least squares with weights ``1 / v_u`` (per-unit scaling);
+  3. covariance of the WLS coefficients clustered by *step*: at each step t the
+     scores ``w_u z_ut e_ut`` are summed over units, CR1 correction
+     ``P/(P-1) * (N-1)/(N-k)`` with P the steps having a complete row (statsmodels
+     ``WLS(...).fit(cov_type='cluster', cov_kwds={'groups': step})``). With W the
+     Wald statistic, ``F = W/L * (P-L)/(P-1)`` against F(L, P - L), the Hotelling
+     small-sample form for P clusters. Fewer than L + 2 such steps: INCONCLUSIVE.
+
+  The feedback rule compares these two robust F statistics (X->Y over Y->X).
+  Why: ratio metrics have noise proportional to their level, and the noisiest Y
+  units are often the noisiest X units; the homoskedastic F then rejects far too
+  often (no effect, 9 units with levels 50x apart: X->Y "significant" in 46% of
+  seeds, test 4 passing in 24%). Clustering by *unit* cannot fix it with 9 units:
+  the L = 6 restrictions use 6 of the G - 1 = 8 dimensions of the cluster covariance,
+  the Wald statistic is then a Hotelling T^2 with 8 df and rejected the null in
+  80-100% of seeds against F(6, 8). Unit-wise HC or Newey-West within units still
+  rejected in 8-15% because the time means, dominated by the noisiest unit, put
+  that unit's noise into every unit at the same step (cross-unit dependence).
+  Clustering by step handles heteroskedasticity and that dependence, with ~2,000
+  clusters a week. Bartlett lags across steps (Driscoll-Kraay) were not needed (the
+  scores of a dynamic model with enough own lags are serially uncorrelated) and
+  inflated the size on short panels (12-16% at 120 steps). Per-unit scaling keeps
+  the noisy units from drowning the rest: with a level-dependent true effect it
+  raised the X->Y rejection rate from 42% to 60% at the same size (5%). Measured on
+  seeded panels (`tests.synthetic.level_noise_null`, 9 x 2016, 500 seeds): false-pass
+  rate of test 4 3.6% (was 23.6%); 9 x 576: 6.8% of 1,000 seeds.
 * Test 5 (dose-response): bin edges are the pooled X quantiles (numpy's default linear
   interpolation); bin k holds edge_k < x <= edge_{k+1} (the first bin also holds the
   minimum), like ``pandas.qcut``. Empty bins are skipped; Spearman rho of bin index vs
@@ -57,7 +87,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import special, stats
+from scipy import linalg, special, stats
 
 from detector.evidence import TEST_NAMES, CausalEvidence, TestOutcome, TestResult, Verdict
 from detector.pack import CausalSettings
@@ -73,6 +103,9 @@ _RHO_SLACK = 1e-9
 _PIVOT_RTOL = 1e-7
 """Cholesky pivot of the unit-norm lag Gram matrix (the sine of a column's angle to the
 columns before it) below this: the lag matrix is singular."""
+_COV_RTOL = 1e-10
+"""Smallest eigenvalue of the robust correlation matrix of the tested lag coefficients
+below this: that covariance is singular (too few time steps for the test)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -115,6 +148,9 @@ class GrangerFit:
     """Rows (unit, step) with complete lags."""
     df_num: int
     df_den: int
+    """F(df_num, df_den) reference distribution: df_den = periods - df_num."""
+    periods: int
+    """Steps with at least one complete row: the clusters of the covariance."""
 
 
 @dataclass(frozen=True)
@@ -348,20 +384,29 @@ def _granger(panel: _Panel | Unavailable, lags: int, min_points: int) -> Granger
     n = int(valid.sum())
     if n < max(min_points, k + 1):
         return Unavailable(f"only {n:,} steps with {lags} complete lags (< {max(min_points, k + 1)})", n)
-    # Columns: constant, y lags 1..L, x lags 1..L, y_t, x_t, filled in place (one copy of
-    # the data); the Gram matrix of the columns scaled to unit norm.
-    width = m.shape[1] - lags
-    cols = np.empty((k + 2, n))
-    cols[0] = 1.0
+    periods = int(valid.any(axis=0).sum())
+    if periods < lags + 2:
+        return Unavailable(f"only {periods} time steps with {lags} complete lags (< {lags + 2})", n)
+    # Per unit, the columns constant, y lags 1..L, x lags 1..L, y_t, x_t on the step grid,
+    # zero where a row is incomplete (so sums over units or steps are plain axis sums),
+    # and their Gram matrices.
+    units, width = valid.shape
+    vf = valid.astype(float)
+    cols = np.empty((units, k + 2, width))
+    cols[:, 0] = vf
     for lag in range(lags + 1):
         window = slice(lags - lag, lags - lag + width)
-        cols[k if lag == 0 else lag] = yd[:, window][valid]
-        cols[k + 1 if lag == 0 else lags + lag] = xd[:, window][valid]
-    raw = cols @ cols.T
+        np.multiply(yd[:, window], vf, out=cols[:, k if lag == 0 else lag])
+        np.multiply(xd[:, window], vf, out=cols[:, k + 1 if lag == 0 else lags + lag])
+    grams = cols @ cols.transpose(0, 2, 1)  # (units, k + 2, k + 2)
+    raw = grams.sum(axis=0)
     norms = np.sqrt(np.diag(raw))
     if not np.all(norms > 0.0):
         return Unavailable("lag matrix is singular (a lag column is all zero)", n)
     gram = raw / np.outer(norms, norms)
+    z = cols[:, :k]
+    n_u = valid.sum(axis=1)
+    correction = periods / (periods - 1.0) * (n - 1.0) / (n - k)
     own_y, own_x = list(range(1, lags + 1)), list(range(lags + 1, k))
     out: list[tuple[float, float]] = []
     for target, own, other in ((k, own_y, own_x), (k + 1, own_x, own_y)):
@@ -373,14 +418,43 @@ def _granger(panel: _Panel | Unavailable, lags: int, min_points: int) -> Granger
         pivots = np.diag(chol)
         if np.any(pivots[:k] <= _PIVOT_RTOL):
             return Unavailable("lag matrix is singular (collinear lags)", n)
-        rss_u = float(pivots[k] ** 2)  # residual sum of squares (scaled): the last Cholesky pivot
-        if not rss_u > 0.0:
+        if not pivots[k] > 0.0:  # the residual norm (scaled): the last Cholesky pivot
             return Unavailable("lags fit the series exactly", n)
-        gain = float(chol[k, lags + 1 : k] @ chol[k, lags + 1 : k])  # RSS_restricted - RSS_unrestricted
-        f = (gain / lags) / (rss_u / (n - k))
-        out.append((f, float(special.fdtrc(lags, n - k, f))))  # = stats.f.sf(f, lags, n - k)
+        # 1. Pooled OLS (from the Cholesky factor), for each unit's residual variance.
+        coef = np.zeros(k)
+        coef[order[:k]] = linalg.solve_triangular(
+            chol[:k, :k], chol[k, :k], trans="T", lower=True, check_finite=False
+        )
+        resid = cols[:, target] - (coef * (norms[target] / norms[:k])) @ z
+        rss_u = np.einsum("ut,ut->u", resid, resid)
+        pooled = float(rss_u.sum()) / (n - k)
+        if not pooled > 0.0:
+            return Unavailable("lags fit the series exactly", n)
+        weight = (n_u + k) / (rss_u + k * pooled)  # 1 / shrunken unit variance
+        # 2. Weighted least squares with those unit weights (normalised columns).
+        wgram = np.tensordot(weight, grams, axes=1)
+        scale = np.sqrt(np.diag(wgram)[:k])
+        try:
+            factor = linalg.cho_factor(wgram[:k, :k] / np.outer(scale, scale), lower=True, check_finite=False)
+        except linalg.LinAlgError:
+            return Unavailable("lag matrix is singular (collinear lags)", n)
+        coef_w = linalg.cho_solve(factor, wgram[:k, target] / scale, check_finite=False)
+        resid_w = cols[:, target] - (coef_w / scale) @ z
+        # 3. Covariance clustered by step: each step's scores summed over units.
+        h = np.einsum("uct,ut->ct", z, resid_w * weight[:, None]) / scale[:, None]
+        meat = h @ h.T
+        bread = linalg.cho_solve(factor, np.eye(k), check_finite=False)[other]
+        cov = bread @ meat @ bread.T * correction
+        est = coef_w[other]
+        sd = np.sqrt(np.diag(cov))
+        if not np.all(sd > 0.0) or np.linalg.eigvalsh(cov / np.outer(sd, sd))[0] <= _COV_RTOL:
+            return Unavailable("robust covariance of the lag coefficients is singular", n)
+        wald = float(est @ np.linalg.solve(cov, est))
+        f = wald / lags * (periods - lags) / (periods - 1.0)
+        p = float(special.fdtrc(lags, periods - lags, f))  # = stats.f.sf(f, lags, periods - lags)
+        out.append((f, p))
     (f_xy, p_xy), (f_yx, p_yx) = out
-    return GrangerFit(f_xy, p_xy, f_yx, p_yx, n, lags, n - k)
+    return GrangerFit(f_xy, p_xy, f_yx, p_yx, n, lags, periods - lags, periods)
 
 
 # --------------------------------------------------------------------------------------
@@ -594,7 +668,7 @@ def judge_precedence(fit: GrangerResult, settings: CausalSettings) -> TestResult
     ratio = fit.f_xy / fit.f_yx if fit.f_yx > 0.0 else math.inf
     xy = f"X->Y F={fit.f_xy:.3g} (p={fmt_p(fit.p_xy)})"
     yx = f"Y->X F={fit.f_yx:.3g} (p={fmt_p(fit.p_yx)})"
-    rows = f"{fit.n:,} steps, {fit.df_num} lags"
+    rows = f"{fit.n:,} steps, {fit.df_num} lags (robust F)"
     outcome: TestOutcome
     if fit.p_xy < a and fit.p_yx >= a:
         outcome, text = "PASS", f"X precedes Y: {xy}, no reverse link: {yx}, {rows}"

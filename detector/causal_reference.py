@@ -3,7 +3,8 @@
 Same definitions as `detector.causal` (read its module docstring for the conventions),
 written the straightforward way: long-format points, an alternating-projections
 within transformation, statsmodels OLS with ``cov_type='cluster'`` / ``'HAC'`` for
-test 1, restricted vs unrestricted OLS fits and ``compare_f_test`` for test 4,
+test 1, for test 4 an OLS fit for the unit variances then ``WLS(...).fit(
+cov_type='cluster', cov_kwds={'groups': step})`` and ``wald_test(R, use_f=True)``,
 ``scipy.stats.spearmanr`` / ``ttest_ind`` for test 5 and bisection (``brentq``) on the
 Rosenbaum bound for Gamma*. It is slow and exists to check the fast path; the judging
 of numbers into PASS/FAIL/INCONCLUSIVE and the verdict are shared with it.
@@ -19,6 +20,7 @@ import statsmodels.api as sm
 from scipy import optimize, stats
 
 from detector.causal import (
+    _COV_RTOL,
     GAMMA_MAX,
     MIN_PAIRS,
     DoseFit,
@@ -143,27 +145,48 @@ def _granger(pts: _Points | Unavailable, lags: int, min_points: int) -> GrangerF
     }
     rows_x: list[list[float]] = []
     rows_y: list[list[float]] = []
+    row_unit: list[int] = []
+    row_time: list[int] = []
     for u, t in value:
         if all((u, t - lag) in value for lag in range(1, lags + 1)):
             rows_x.append([value[(u, t - lag)][0] for lag in range(lags + 1)])
             rows_y.append([value[(u, t - lag)][1] for lag in range(lags + 1)])
+            row_unit.append(u)
+            row_time.append(t)
     n = len(rows_x)
     k = 2 * lags + 1
     if n < max(min_points, k + 1):
         return Unavailable(f"only {n:,} steps with {lags} complete lags (< {max(min_points, k + 1)})", n)
+    periods = len(set(row_time))
+    if periods < lags + 2:
+        return Unavailable(f"only {periods} time steps with {lags} complete lags (< {lags + 2})", n)
     ax, ay = np.asarray(rows_x), np.asarray(rows_y)
+    unit = np.unique(np.asarray(row_unit), return_inverse=True)[1]
+    time = np.asarray(row_time)
+    restriction = np.hstack([np.zeros((lags, lags + 1)), np.eye(lags)])
     out: list[tuple[float, float]] = []
     for target, own, other in ((ay[:, 0], ay[:, 1:], ax[:, 1:]), (ax[:, 0], ax[:, 1:], ay[:, 1:])):
-        full = sm.OLS(target, sm.add_constant(np.hstack([own, other]), has_constant="add")).fit()
-        if full.df_model < k - 1:
+        exog = sm.add_constant(np.hstack([own, other]), has_constant="add")
+        ols = sm.OLS(target, exog).fit()
+        if ols.df_model < k - 1:
             return Unavailable("lag matrix is singular (collinear lags)", n)
-        if not full.ssr > 0.0:
+        if not ols.ssr > 0.0:
             return Unavailable("lags fit the series exactly", n)
-        restricted = sm.OLS(target, sm.add_constant(own, has_constant="add")).fit()
-        f, p, _ = full.compare_f_test(restricted)
-        out.append((float(f), float(p)))
+        # Unit variances of the OLS residuals, shrunk towards the pooled one by k rows.
+        rss_u = np.bincount(unit, weights=ols.resid**2)
+        var_u = (rss_u + k * ols.ssr / ols.df_resid) / (np.bincount(unit) + k)
+        wls = sm.WLS(target, exog, weights=1.0 / var_u[unit]).fit(
+            cov_type="cluster", cov_kwds={"groups": time}
+        )
+        cov = restriction @ wls.cov_params() @ restriction.T
+        sd = np.sqrt(np.diag(cov))
+        if not np.all(sd > 0.0) or np.linalg.eigvalsh(cov / np.outer(sd, sd))[0] <= _COV_RTOL:
+            return Unavailable("robust covariance of the lag coefficients is singular", n)
+        wald = wls.wald_test(restriction, use_f=True, scalar=True)  # F = W / L, CR1 by step
+        f = float(wald.fvalue) * (periods - lags) / (periods - 1.0)
+        out.append((f, float(stats.f.sf(f, lags, periods - lags))))
     (f_xy, p_xy), (f_yx, p_yx) = out
-    return GrangerFit(f_xy, p_xy, f_yx, p_yx, n, lags, n - k)
+    return GrangerFit(f_xy, p_xy, f_yx, p_yx, n, lags, periods - lags, periods)
 
 
 def _dose(x: np.ndarray, y: np.ndarray, bins: int, min_points: int) -> DoseFit | Unavailable:

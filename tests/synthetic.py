@@ -128,6 +128,37 @@ def feedback_loop(units: int = 9, steps: int = 2016, seed: int = 0, coupling: fl
     return Panel(level[:, None] + 0.01 * xs, base[:, None] + 0.0004 * ys, *labels(units))
 
 
+def level_noise_null(
+    units: int = 9,
+    steps: int = 2016,
+    seed: int = 0,
+    spread: float = 50.0,
+    y_cv: float = 0.3,
+    x_cv: float = 0.12,
+) -> Panel:
+    """No effect either way, with noise proportional to each unit's level (like real ratio metrics).
+
+    Unit levels of Y are spaced geometrically over a factor `spread` (0.1% to 5%
+    abandonment by default) in random order; X's level follows Y's across units (slow
+    devices abandon more: a between-unit link only). Within a unit X and Y are
+    independent log-normal AR(1) processes whose sd is `x_cv` / `y_cv` times the unit's
+    level, so the noisiest Y units are also the noisiest X units. Both carry additive
+    shared time effects (a daily cycle and common AR(1) shocks) that the time means
+    remove. The right answer of test 4 is FAIL ("no temporal precedence"); a test with
+    the right size passes it in about alpha of the seeds.
+    """
+    rng = np.random.default_rng(seed)
+    y_level = 0.001 * np.geomspace(1.0, spread, units)[rng.permutation(units)]
+    x_level = X_REF * (y_level / 0.007) ** 0.3
+    x_var = _ar1(rng, units, steps, 0.8, x_cv * 0.6)  # stationary sd x_cv
+    y_var = _ar1(rng, units, steps, 0.5, y_cv * np.sqrt(0.75))  # stationary sd y_cv
+    x = x_level[:, None] * np.exp(x_var - 0.5 * x_cv**2)
+    y = y_level[:, None] * np.exp(y_var - 0.5 * y_cv**2)
+    x += _diurnal(steps, 0.02)[None, :] + 0.004 * _ar1(rng, 1, steps, 0.9, 1.0)
+    y += _diurnal(steps, 0.0003)[None, :] + 0.0002 * _ar1(rng, 1, steps, 0.9, 1.0)
+    return Panel(x, y, *labels(units))
+
+
 def too_few_points(units: int = 9, steps: int = 288, seed: int = 0, present: int = 3) -> Panel:
     """A true effect where only `present` steps per unit survive (27 points by default)."""
     x, y, strata, segments = true_effect(units, steps, seed)

@@ -335,6 +335,94 @@ def test_within_null_rejection_rate_is_near_alpha() -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Test 4 under level-dependent noise, and against statsmodels directly
+
+
+def _lag_rows(panel: syn.Panel, lags: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of a balanced panel, two-way demeaned in closed form: (x lags 0..L, y lags 0..L, unit, step)."""
+    xd = panel.x - panel.x.mean(axis=1, keepdims=True) - panel.x.mean(axis=0) + panel.x.mean()
+    yd = panel.y - panel.y.mean(axis=1, keepdims=True) - panel.y.mean(axis=0) + panel.y.mean()
+    units, steps = xd.shape
+    lx = np.stack([xd[:, lags - j : steps - j] for j in range(lags + 1)], axis=-1).reshape(-1, lags + 1)
+    ly = np.stack([yd[:, lags - j : steps - j] for j in range(lags + 1)], axis=-1).reshape(-1, lags + 1)
+    unit = np.repeat(np.arange(units), steps - lags)
+    step = np.tile(np.arange(lags, steps), units)
+    return lx, ly, unit, step
+
+
+def _classical_f_rejects(panel: syn.Panel, lags: int) -> bool:
+    """The homoskedastic pooled Granger F-test of X -> Y (the definition test 4 replaced)."""
+    lx, ly, _, _ = _lag_rows(panel, lags)
+    own = sm.add_constant(ly[:, 1:])
+    full = sm.OLS(ly[:, 0], np.hstack([own, lx[:, 1:]])).fit()
+    return bool(full.compare_f_test(sm.OLS(ly[:, 0], own).fit())[1] < SETTINGS.alpha)
+
+
+def test_level_dependent_noise_keeps_the_size_of_temporal_precedence() -> None:
+    # No effect either way; noise sd proportional to unit levels 50x apart. The classical
+    # F-test calls X -> Y significant in about 45% of such panels; the robust test must
+    # keep test 4's false-pass rate near alpha.
+    seeds = range(40)
+    passes = rejects = classical = 0
+    for seed in seeds:
+        panel = syn.level_noise_null(steps=576, seed=seed)
+        test = run(panel).test("temporal_precedence")
+        passes += test.result == "PASS"
+        rejects += test.p_value is not None and test.p_value < SETTINGS.alpha
+        classical += _classical_f_rejects(panel, SETTINGS.lags)
+    assert classical >= 12  # the null is a hard one: >= 30% false rejections without robustness
+    assert passes <= 4 and rejects <= 4  # <= 10%
+
+
+def test_level_dependent_noise_null_has_level_dependent_noise() -> None:
+    panel = syn.level_noise_null(seed=3)
+    level = panel.y.mean(axis=1)
+    sd = np.diff(panel.y, axis=1).std(axis=1)
+    assert level.max() / level.min() > 20
+    assert stats.spearmanr(level, sd).statistic > 0.9
+    assert stats.spearmanr(level, panel.x.mean(axis=1)).statistic > 0.9
+
+
+def test_temporal_precedence_matches_statsmodels_on_a_balanced_panel() -> None:
+    # Independent of both implementations' demeaning and lag bookkeeping: closed-form
+    # two-way demeaning, OLS unit variances, WLS with step-clustered covariance.
+    panel = syn.level_noise_null(units=5, steps=90, seed=21)
+    lags = 3
+    settings = replace(SETTINGS, lags=lags)
+    test = run(panel, settings).test("temporal_precedence")
+    lx, ly, unit, step = _lag_rows(panel, lags)
+    k, periods = 2 * lags + 1, 90 - lags
+    got = []
+    for target, own, other in ((ly[:, 0], ly[:, 1:], lx[:, 1:]), (lx[:, 0], lx[:, 1:], ly[:, 1:])):
+        exog = sm.add_constant(np.hstack([own, other]))
+        ols = sm.OLS(target, exog).fit()
+        var = np.array([ols.resid[unit == u] @ ols.resid[unit == u] for u in range(5)])
+        var = (var + k * ols.scale) / ((unit == 0).sum() + k)
+        wls = sm.WLS(target, exog, weights=1.0 / var[unit]).fit(cov_type="cluster", cov_kwds={"groups": step})
+        r = np.hstack([np.zeros((lags, lags + 1)), np.eye(lags)])
+        b = r @ wls.params
+        wald = float(b @ np.linalg.solve(r @ wls.cov_params() @ r.T, b))
+        f = wald / lags * (periods - lags) / (periods - 1)
+        got.append((f, stats.f.sf(f, lags, periods - lags)))
+    d = details(run(panel, settings), "temporal_precedence")
+    assert test.statistic == pytest.approx(got[0][0], rel=1e-9)
+    assert test.p_value == pytest.approx(got[0][1], rel=1e-8)
+    assert d["f_yx"] == pytest.approx(got[1][0], rel=1e-9)
+    assert d["p_yx"] == pytest.approx(got[1][1], rel=1e-8)
+    assert (d["df_num"], d["df_den"]) == (lags, periods - lags)
+    assert test.n == 5 * periods
+
+
+def test_temporal_precedence_needs_enough_steps() -> None:
+    # 40 units x 10 steps: 160 complete rows but only 4 steps to cluster on.
+    panel = syn.true_effect(units=40, steps=10, seed=22)
+    test = run(panel).test("temporal_precedence")
+    assert test.result == "INCONCLUSIVE"
+    assert test.n == 160
+    assert test.reason == "only 4 time steps with 6 complete lags (< 8)"
+
+
+# --------------------------------------------------------------------------------------
 # Sensitivity
 
 
@@ -409,6 +497,8 @@ PANELS = {
     "sparse_unit": lambda: _sparse_unit(),
     "disconnected": lambda: _disconnected(),
     "short": lambda: syn.true_effect(units=9, steps=5, seed=19),
+    "wide_short": lambda: syn.true_effect(units=40, steps=12, seed=23),
+    "level_noise_unbalanced": lambda: syn.with_missing(syn.level_noise_null(steps=300, seed=24), 0.1, seed=6),
 }
 
 

@@ -50,6 +50,7 @@ def _rel(a: float | None, b: float | None) -> float:
         pytest.param(lambda: syn.true_effect(units=9, steps=2016, seed=0), id="9x2016"),
         pytest.param(lambda: syn.true_effect(units=36, steps=576, seed=3), id="36x576"),
         pytest.param(lambda: syn.with_missing(syn.feedback_loop(units=9, steps=1500, seed=2), 0.2, seed=5), id="unbalanced"),
+        pytest.param(lambda: syn.level_noise_null(units=9, steps=2016, seed=1), id="level-noise"),
     ],
 )
 def test_causal_fast_path_equals_reference(panel) -> None:  # type: ignore[no-untyped-def]
