@@ -171,8 +171,11 @@ def test_reload_over_http_and_sighup(tmp_path: Path) -> None:
         assert (
             server.get("/api/v1/status", params={"pipeline": "second"}).json()["binding"] == EXPECTED_BINDING
         )
+        # the same database, still written by the running pipeline (its next evaluation may be a second away)
+        wait_until(
+            lambda: server.get("/api/v1/history").json()["count"] > rows_before, 30, 0.2, "history to grow"
+        )
         history = server.get("/api/v1/history").json()
-        assert history["count"] > rows_before  # the same database, still written
         assert [c["initial"] for c in history["binding_changes"]] == [True]  # no spurious change
 
         # 3. SIGHUP: pack "one" changes (a new version): only "default" is rebuilt

@@ -304,7 +304,9 @@ def test_pushed_samples_are_evaluated_like_the_same_samples_written_directly(tmp
         assert got[name].pressure is not None and want[name].pressure is not None
         assert got[name].pressure.x_now == want[name].pressure.x_now, name
     latency = got["latency"]
-    assert latency.state != "observe" and 0.45 < latency.pressure.x_now < 0.9  # the scenario's p95 ~0.6 s
+    assert 0.45 < latency.pressure.x_now < 0.9  # the scenario's p95 ~0.6 s
+    # three hours of history cannot show a sustained problem: beyond target, but not judged yet
+    assert latency.state == "observe" and "not enough history" in latency.explanation
 
     # stale: every signal's newest point is older than windows.staleness -> observe
     assert fresh.source_up and stale.source_up
