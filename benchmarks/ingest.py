@@ -73,18 +73,19 @@ def build_requests(client: int, count: int, series: int = SAMPLES_PER_REQUEST, s
 
 
 def in_process(size: str) -> list[Measurement]:
-    from detector.ingest.remote_write import ingest_remote_write
+    from detector.ingest.remote_write import SeriesCache, ingest_remote_write
     from detector.store import SampleStore
 
     store = SampleStore(retention=None)
+    cache = SeriesCache()  # as `remote_write_router` keeps one per receiver
     bodies = [b for c in range(CLIENTS) for b in build_requests(c, REQUESTS[size])]
     for b in bodies[: len(bodies) // 10]:  # warm-up: series creation is a one-off cost
-        ingest_remote_write(store, b, 64 * 2**20)
+        ingest_remote_write(store, b, 64 * 2**20, cache)
     rest = bodies[len(bodies) // 10 :]
     c0, w0 = time.process_time(), time.perf_counter()
     accepted = 0
     for b in rest:
-        accepted += ingest_remote_write(store, b, 64 * 2**20).accepted
+        accepted += ingest_remote_write(store, b, 64 * 2**20, cache).accepted
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     rate = accepted / cpu
     expected = len(rest) * SAMPLES_PER_REQUEST

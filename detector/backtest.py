@@ -6,8 +6,10 @@ past its query end), so a backtest answers "what would csf have said then".
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -51,6 +53,64 @@ def run_backtest(
     if progress is not None and total:
         progress.write("\n")
     return out
+
+
+class _CountingReader(io.RawIOBase):
+    """A binary file that counts the bytes read from it."""
+
+    def __init__(self, raw: io.FileIO) -> None:
+        self.raw = raw
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)
+        self.bytes_read += n or 0
+        return n or 0
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _size(n: float) -> str:
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def load_with_progress(path: str, store: Any, progress: TextIO, every: float = 0.5) -> int:
+    """`load_openmetrics` (same parser, same store appends, same errors) with a progress line
+    on `progress`: share of the file read, samples loaded, elapsed time. Returns the samples."""
+    from detector.openmetrics import parse_openmetrics
+
+    total = os.path.getsize(path)
+    counter = _CountingReader(open(path, "rb", buffering=0))  # noqa: SIM115 (closed by the wrapper)
+    samples = 0
+    t0 = last = time.monotonic()
+
+    def show(end: str = "") -> None:
+        share = counter.bytes_read / total if total else 1.0
+        bar = "#" * int(30 * share)
+        progress.write(
+            f"\rloading {path}: [{bar:<30}] {share:4.0%} of {_size(total)}, {samples / 1e6:.2f} M samples, "
+            f"{time.monotonic() - t0:.1f}s{end}"
+        )
+        progress.flush()
+
+    with io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8") as fh:
+        for name, labels, ts, vals in parse_openmetrics(fh):
+            store.append(name, labels, ts, vals)
+            samples += len(ts)
+            now = time.monotonic()
+            if now - last >= every:
+                last = now
+                show()
+    show("\n")
+    return samples
 
 
 def summary(evaluations: Sequence[Evaluation], every: float) -> dict[str, Any]:
@@ -144,10 +204,11 @@ def backtest_cli(args: Any) -> int:
         data_end = parse_time(args.end)
     else:
         store = SampleStore(retention=None)
-        if progress:
-            progress.write(f"loading {args.input} ...\n")
         try:
-            load_openmetrics(args.input, store)
+            if progress:
+                load_with_progress(args.input, store, progress)
+            else:
+                load_openmetrics(args.input, store)
         except (OSError, OpenMetricsError) as exc:
             print(f"csf backtest: {args.input}: {exc}", file=sys.stderr)
             return 2

@@ -8,6 +8,7 @@ decision (that is `detector.decision`). Missing or stale inputs are recorded as
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from opentelemetry.trace import NoOpTracer, Tracer
 
 from detector import causal, economics
 from detector.evidence import CausalEvidence, ConstraintEvidence, EvidenceSet, Pressure
-from detector.frame import SignalFrame, Source, SourceError
+from detector.frame import Labels, SignalFrame, Source, SourceError
 from detector.pack import ApplicabilityGuard, Constraint, Pack, ProtocolFloorGuard
 from detector.signals import Signal
 
@@ -108,7 +109,10 @@ def _panel(
         missing.append(f"outcome {_describe(c.outcome)} (no fresh data in the last {w.staleness:.0f}s)")
     ykeys = {u: i for i, u in enumerate(fy.units)}
     common = [u for u in fx.units if u in ykeys]
-    xi = [fx.units.index(u) for u in common]
+    xkeys: dict[Labels, int] = {}
+    for i, u in enumerate(fx.units):
+        xkeys.setdefault(u, i)  # the first occurrence, as tuple.index (linear, not quadratic, in units)
+    xi = [xkeys[u] for u in common]
     yi = [ykeys[u] for u in common]
     x = fx.values[xi, :] if common else np.empty((0, len(fx.times)))
     y = fy.values[yi, :] if common else np.empty((0, len(fy.times)))
@@ -246,8 +250,11 @@ def gather_evidence(pack: Pack, source: Source, now: float, tracer: Tracer | Non
     attributes) with one child span per causal test.
     """
     reader = _Reader(source)
+    # A source that can share selections between the queries of one evaluation (NativeSource).
+    scope = getattr(source, "scope", None)
     try:
-        return _gather(pack, reader, now, tracer or _NOOP_TRACER)
+        with scope() if callable(scope) else contextlib.nullcontext():
+            return _gather(pack, reader, now, tracer or _NOOP_TRACER)
     except SourceError as exc:
         msg = f"source {getattr(source, 'name', 'source')} unavailable: {exc}"
         return EvidenceSet(

@@ -47,15 +47,17 @@ query touched (stale markers included).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from detector.frame import Labels, SignalFrame, Source
 from detector.signals import AGGREGATIONS, Signal
-from detector.store import SampleStore, is_stale_marker
+from detector.store import SampleStore, SeriesView, is_stale_marker
 
 DEFAULT_LOOKBACK_DELTA = 300.0
 """Prometheus' default ``--query.lookback-delta`` (5 min)."""
@@ -190,6 +192,10 @@ def increase_rows(
     reset_rows = np.flatnonzero(falls.any(axis=1))
     if reset_rows.size:
         drops = np.where(falls[reset_rows], vals[reset_rows, :-1], 0.0)
+        # as `extrapolated_increase`: only rows with a non-zero drop are corrected
+        keep = drops.any(axis=1)
+        reset_rows, drops = reset_rows[keep], drops[keep]
+    if reset_rows.size:
         cum = np.concatenate((np.zeros((reset_rows.size, 1)), np.cumsum(drops, axis=1)), axis=1)
         result[reset_rows] = result[reset_rows] + (cum[:, i1] - cum[:, i0])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -210,19 +216,105 @@ def increase_rows(
     return out, present
 
 
-def _same_timestamps(
-    members: list[tuple[int, np.ndarray, np.ndarray]],
-) -> list[tuple[np.ndarray, list[tuple[int, np.ndarray]]]]:
-    """Split series (index, ts, vals) into blocks whose timestamp arrays are equal."""
-    blocks: list[tuple[np.ndarray, list[tuple[int, np.ndarray]]]] = []
-    for i, ts, vals in members:
-        for ref, block in blocks:
-            if ref is ts or np.array_equal(ref, ts):
-                block.append((i, vals))
-                break
+def increase_list(
+    ts: np.ndarray,
+    rows: Sequence[np.ndarray],
+    times: np.ndarray,
+    window: float,
+    *,
+    is_rate: bool = False,
+    resets: Sequence[bool] | None = None,
+    out: np.ndarray | None = None,
+    present: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`increase_rows` of k counter series sharing `ts`, given as k 1-D rows (views: no
+    stacked copy of the samples, only the samples at window edges are gathered).
+
+    `resets[r]` False promises that row r has no value below its predecessor (its reset
+    correction is skipped); None checks every row. No row may hold a stale marker. Equal
+    element by element to `extrapolated_increase` of each row. `out` / `present`, (k, T)
+    float64 / bool arrays, receive the result when given (and are returned).
+    """
+    k = len(rows)
+    n_t = len(times)
+    if out is None:
+        out = np.empty((k, n_t))
+    if present is None:
+        present = np.empty((k, n_t), dtype=bool)
+    if n_t:
+        i, j = np.searchsorted(ts, [float(times[0]) - window, float(times[-1])], side="right")
+        if i != 0 or j != len(ts):
+            ts = ts[i:j]
+            rows = [r[i:j] for r in rows]
+    if len(ts) < 2 or k == 0:
+        out[:] = np.nan
+        present[:] = False
+        return out, present
+    lo = np.searchsorted(ts, times - window, side="right")
+    hi = np.searchsorted(ts, times, side="right") - 1
+    ok = hi - lo >= 1
+    every = bool(ok.all())
+    if not every and not ok.any():
+        out[:] = np.nan
+        present[:] = False
+        return out, present
+    i0, i1, t = (lo, hi, times) if every else (lo[ok], hi[ok], times[ok])
+    n_ok = len(i0)
+    first_v = np.empty((k, n_ok))
+    result = np.empty((k, n_ok))
+    for r, row in enumerate(rows):
+        row.take(i0, out=first_v[r], mode="clip")  # indices are in range; "clip" skips the check
+        row.take(i1, out=result[r], mode="clip")
+    result -= first_v
+    for r, row in enumerate(rows):
+        if resets is not None and not resets[r]:
+            continue
+        drops = np.where(row[1:] < row[:-1], row[:-1], 0.0)
+        if drops.any():
+            cum = np.concatenate(([0.0], np.cumsum(drops)))
+            result[r] = result[r] + (cum[i1] - cum[i0])
+    first_t, last_t = ts[i0], ts[i1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # The expressions of `extrapolated_increase`, in place where the operands allow
+        # (a + b == b + a and a * b == b * a hold bit for bit).
+        to_start = first_t - (t - window)
+        to_end = t - last_t
+        sampled = last_t - first_t
+        avg = sampled / (i1 - i0)
+        threshold = avg * _EXTRAPOLATION_THRESHOLD
+        to_start = np.where(to_start >= threshold, avg / 2, to_start)
+        to_end = np.where(to_end >= threshold, avg / 2, to_end)
+        # to_zero = sampled * first / result replaces to_start where it is smaller (and the
+        # counter could have started at zero inside the window).
+        lower = result > 0
+        lower &= first_v >= 0
+        np.divide(first_v, result, out=first_v)
+        first_v *= sampled
+        lower &= first_v < to_start
+        if lower.any():
+            factor = np.where(lower, first_v, to_start)
+            factor += sampled
+        else:  # the usual case: one factor per step for every row
+            factor = sampled + to_start
+        factor += to_end
+        factor /= sampled
+        if is_rate:
+            factor /= window
+        if every:
+            # result * factor (or factor * result: the same bits) straight into `out`
+            np.multiply(result, factor, out=out)
+            present[:] = True
+            return out, present
+        if factor.ndim == 1:
+            result *= factor
+            factor = result
         else:
-            blocks.append((ts, [(i, vals)]))
-    return blocks
+            factor *= result
+    out[:] = np.nan
+    out[:, ok] = factor
+    present[:] = False
+    present[:, ok] = True
+    return out, present
 
 
 # --------------------------------------------------------------------------- histogram quantile
@@ -337,23 +429,32 @@ def _bucket_quantile_dense(
     if n_b < 2 or not present.all() or not np.isfinite(counts).all():
         return None
     with np.errstate(divide="ignore", invalid="ignore"):
-        fixed = np.empty_like(counts)
-        fixed[0] = counts[0]
-        prev = counts[0]
-        for b in range(1, n_b):
-            c = counts[b]
-            delta = np.abs(c - prev)
-            c = np.where((delta != 0) & (delta / c <= _PRECISION_TOLERANCE), prev, c)
-            np.maximum(fixed[b - 1], c, out=fixed[b])
-            prev = c
+        delta = np.subtract(counts[1:], counts[:-1])
+        np.abs(delta, out=delta)
+        nonzero = delta != 0
+        np.divide(delta, counts[1:], out=delta)
+        nonzero &= delta <= _PRECISION_TOLERANCE
+        del delta
+        if not nonzero.any():
+            # No count is within the tolerance of its neighbour: nothing snaps, and the
+            # envelope is the running maximum the loop below computes.
+            fixed = np.maximum.accumulate(counts, axis=0)
+        else:
+            fixed = np.empty_like(counts)
+            fixed[0] = counts[0]
+            prev = counts[0]
+            for b in range(1, n_b):
+                c = counts[b]
+                delta = np.abs(c - prev)
+                c = np.where((delta != 0) & (delta / c <= _PRECISION_TOLERANCE), prev, c)
+                np.maximum(fixed[b - 1], c, out=fixed[b])
+                prev = c
         total = fixed[-1]
         valid = valid & (total != 0)
         rank = q * total
         # The envelope is non-decreasing: the bucket holding the rank is the number of
         # (non-+Inf) buckets below it.
-        j = np.zeros(total.shape, dtype=np.intp)
-        for b in range(n_b - 1):
-            j += fixed[b] < rank
+        j = (fixed[:-1] < rank).sum(axis=0, dtype=np.intp)
         found = j < n_b - 1
         j = np.minimum(j, n_b - 2)
         flat = fixed.reshape(n_b, -1)
@@ -411,6 +512,13 @@ def _aggregate(vec: _Vector, by: Sequence[str], agg: str) -> _Vector:
     rank = np.empty(len(group), dtype=np.intp)
     rank[order] = np.arange(len(group)) - starts[group[order]]
     fill = 0.0 if agg in ("sum", "avg") else np.nan
+    if len(keys) == len(group) and agg != "avg":
+        # One row per group (e.g. buckets summed by all their labels): the reduction is a
+        # relabelling; the same values as below, without the temporaries.
+        values = vec.values[order]
+        present = vec.present[order]
+        np.copyto(values, fill, where=~present)
+        return _Vector(tuple(keys), values, present, vec.samples)
     with np.errstate(divide="ignore", invalid="ignore"):
         masked = np.where(vec.present, vec.values, fill)
         first = order[starts]
@@ -457,6 +565,93 @@ def _divide(num: _Vector, den: _Vector, on: Sequence[str] | None) -> _Vector:
 # --------------------------------------------------------------------------- source
 
 
+class _Selection:
+    """What `SampleStore.select_views` returned for one (metric, matchers), at one store
+    version, with its series grouped by equal timestamps (computed on first use)."""
+
+    __slots__ = ("version", "views", "_blocks")
+
+    def __init__(self, version: int, views: list[SeriesView]) -> None:
+        self.version = version
+        self.views = views
+        self._blocks: list[tuple[np.ndarray, list[int]]] | None = None
+
+    def blocks(self, same: _SharedTimestamps) -> list[tuple[np.ndarray, list[int]]]:
+        """(timestamps, indices of the series with exactly these timestamps): each series joins
+        the first block whose first series has its timestamps, else starts one."""
+        if self._blocks is None:
+            views = self.views
+            keyed: dict[tuple[int, float, float], list[int]] = {}
+            for i, v in enumerate(views):
+                ts = v.timestamps
+                keyed.setdefault((len(ts), float(ts[0]), float(ts[-1])), []).append(i)
+            blocks: list[tuple[np.ndarray, list[int]]] = []
+            for members in keyed.values():
+                groups: list[tuple[SeriesView, list[int]]] = []
+                for i in members:
+                    for leader, group in groups:
+                        if same.equal(leader, views[i]):
+                            group.append(i)
+                            break
+                    else:
+                        groups.append((views[i], [i]))
+                blocks.extend((leader.timestamps, group) for leader, group in groups)
+            self._blocks = blocks
+        return self._blocks
+
+
+class _SharedTimestamps:
+    """Equality of two series' timestamps, remembering what was verified.
+
+    A stored range of a store buffer never changes (`SeriesView.buffer_id`), so once the
+    timestamps of two series were found equal over some range of their buffers, a later
+    comparison of the same buffers (at the same relative offset) only compares what lies
+    outside that range: after new samples, the new ones; with retention, nothing. The
+    answer is always that of comparing the whole arrays.
+    """
+
+    __slots__ = ("pairs", "max_pairs")
+
+    def __init__(self, max_pairs: int = 1 << 16) -> None:
+        self.pairs: dict[tuple[int, int], tuple[object, object, int, int, int]] = {}
+        """(id a, id b) -> (buffer a, buffer b, offset b - offset a, [lo, hi) verified in a's buffer)."""
+        self.max_pairs = max_pairs
+
+    def equal(self, a: SeriesView, b: SeriesView) -> bool:
+        ta, tb = a.timestamps, b.timestamps
+        n = len(ta)
+        if n != len(tb):
+            return False
+        if ta is tb:
+            return True
+        key = (id(a.buffer_id), id(b.buffer_id))
+        shift = b.offset - a.offset
+        lo_need, hi_need = a.offset, a.offset + n
+        known = self.pairs.get(key)
+        if (
+            known is not None
+            and known[0] is a.buffer_id
+            and known[1] is b.buffer_id
+            and known[2] == shift
+            and lo_need <= known[4]
+            and known[3] <= hi_need
+        ):
+            lo, hi = known[3], known[4]
+            if lo_need < lo and not np.array_equal(ta[: lo - lo_need], tb[: lo - lo_need]):
+                return False
+            if hi < hi_need and not np.array_equal(ta[hi - lo_need :], tb[hi - lo_need :]):
+                return False
+            if lo_need < lo or hi < hi_need:
+                self.pairs[key] = (a.buffer_id, b.buffer_id, shift, min(lo, lo_need), max(hi, hi_need))
+            return True
+        if not np.array_equal(ta, tb):
+            return False
+        if len(self.pairs) >= self.max_pairs:
+            self.pairs.clear()
+        self.pairs[key] = (a.buffer_id, b.buffer_id, shift, lo_need, hi_need)
+        return True
+
+
 class NativeSource:
     """`Source` over an embedded `SampleStore`."""
 
@@ -468,6 +663,35 @@ class NativeSource:
         self.store = store
         self.lookback_delta = float(lookback_delta)
         self.name = name
+        self._local = threading.local()
+        self._shared_ts = _SharedTimestamps()
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Queries inside share their selections: a metric read by several queries (a panel,
+        its pressure windows, an instant) is selected from the store and grouped by shared
+        timestamps once, for as long as the store's `version` is unchanged, so every query
+        sees what it would have selected itself. One evaluation opens one scope
+        (`detector.evaluate.gather_evidence`); per thread, nestable."""
+        outer = getattr(self._local, "memo", None)
+        self._local.memo = {}
+        try:
+            yield
+        finally:
+            self._local.memo = outer
+
+    def _select(self, metric: str, matchers: Sequence[tuple[str, str]]) -> _Selection:
+        memo: dict[tuple[str, tuple[tuple[str, str], ...]], _Selection] | None = getattr(self._local, "memo", None)
+        key = (metric, tuple(matchers))
+        if memo is not None:
+            hit = memo.get(key)
+            if hit is not None and hit.version == self.store.version:
+                return hit
+        version, views = self.store.select_views(metric, matchers)
+        sel = _Selection(version, views)
+        if memo is not None:
+            memo[key] = sel
+        return sel
 
     def query_range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
         times = evaluation_times(start, end, step)
@@ -510,7 +734,7 @@ class NativeSource:
         labels: list[Labels] = []
         rows: list[tuple[np.ndarray, np.ndarray]] = []
         samples = 0
-        for lbl, ts, vals in self.store.select(metric, matchers):
+        for lbl, ts, vals, *_ in self._select(metric, matchers).views:
             ts, vals = _clip(ts, vals, float(times[0]) - self.lookback_delta, float(times[-1]))
             labels.append(lbl)
             rows.append(instant_values(ts, vals, times, self.lookback_delta))
@@ -520,36 +744,48 @@ class NativeSource:
 
     def _rates(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
         window = _check_range(signal)
-        selected = self.store.select(metric, signal.matchers)
-        n = len(selected)
+        sel = self._select(metric, signal.matchers)
+        views = sel.views
+        n = len(views)
         values = np.full((n, len(times)), np.nan)
         present = np.zeros((n, len(times)), dtype=bool)
         samples = 0
-        # Series scraped together share their timestamps: evaluate each such group as one
-        # (k, n) block (same arithmetic per element as `extrapolated_increase`).
-        shared: dict[tuple[int, float, float], list[tuple[int, np.ndarray, np.ndarray]]] = {}
         lo_t, hi_t = float(times[0]) - window, float(times[-1])
-        for i, (_, ts, vals) in enumerate(selected):
-            ts, vals = _clip(ts, vals, lo_t, hi_t)
-            samples += len(ts)
-            if len(ts) < 2:
-                values[i], present[i] = extrapolated_increase(ts, vals, times, window, is_rate=is_rate)
-                continue
-            shared.setdefault((len(ts), float(ts[0]), float(ts[-1])), []).append((i, ts, vals))
-        for members in shared.values():
-            for ts, whole in _same_timestamps(members):
-                # Blocks of about a million samples keep the temporaries in cache.
-                size = max(2, _BLOCK_SAMPLES // len(ts))
-                for b0 in range(0, len(whole), size):
-                    block = whole[b0 : b0 + size]
-                    matrix = np.stack([vals for _, vals in block]) if len(block) > 1 else None
-                    if matrix is None or is_stale_marker(matrix).any():
-                        for i, vals in block:
-                            values[i], present[i] = extrapolated_increase(ts, vals, times, window, is_rate=is_rate)
-                        continue
-                    rows = [i for i, _ in block]
-                    values[rows], present[rows] = increase_rows(ts, matrix, times, window, is_rate=is_rate)
-        return _Vector(tuple(lbl for lbl, _, _ in selected), values, present, samples)
+        # Series scraped together share their timestamps: each such block is clipped once and
+        # evaluated by `increase_list` (the arithmetic of `extrapolated_increase`, per element).
+        for full_ts, members in sel.blocks(self._shared_ts):
+            i, j = (int(x) for x in np.searchsorted(full_ts, [lo_t, hi_t], side="right"))
+            ts = full_ts[i:j]
+            samples += (j - i) * len(members)
+            rows: list[np.ndarray] = []
+            idx: list[int] = []
+            resets: list[bool] = []
+            first = float(ts[0]) if len(ts) else math.inf
+            for r in members:
+                v = views[r]
+                vals = v.values[i:j]
+                if len(members) == 1 or len(ts) < 2 or (v.last_stale >= first and is_stale_marker(vals).any()):
+                    values[r], present[r] = extrapolated_increase(ts, vals, times, window, is_rate=is_rate)
+                    continue
+                rows.append(vals)
+                idx.append(r)
+                # the store's record of the last counter reset: none after the first sample here
+                resets.append(v.last_drop > first)
+            size = max(1, _BLOCK_SAMPLES // max(1, len(times)))
+            for b0 in range(0, len(rows), size):
+                part = idx[b0 : b0 + size]
+                if part[-1] - part[0] == len(part) - 1 and all(b > a for a, b in zip(part, part[1:], strict=False)):
+                    # consecutive rows of the output: written in place
+                    dest = slice(part[0], part[-1] + 1)
+                    increase_list(
+                        ts, rows[b0 : b0 + size], times, window, is_rate=is_rate,
+                        resets=resets[b0 : b0 + size], out=values[dest], present=present[dest],
+                    )
+                    continue
+                values[part], present[part] = increase_list(
+                    ts, rows[b0 : b0 + size], times, window, is_rate=is_rate, resets=resets[b0 : b0 + size]
+                )
+        return _Vector(tuple(v.labels for v in views), values, present, samples)
 
     def _sum_rate(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
         return _aggregate(self._rates(metric, signal, times, is_rate=is_rate), signal.by, "sum")
@@ -559,11 +795,23 @@ class NativeSource:
             raise ValueError(f"histogram_quantile signal on {signal.metric!r} needs a quantile")
         by = tuple(k for k in signal.by if k != "le")
         rates = self._rates(signal.metric + "_bucket", signal, times, is_rate=True)
-        summed = _aggregate(rates, (*by, "le"), "sum")
-        masked = np.where(summed.present, summed.values, 0.0)
-        # group -> upper bound -> rows of `summed`; equal bounds ('1' and '1.0') merge.
+        keys = [_project(lbl, (*by, "le")) for lbl in rates.labels]
+        rows_in_order: Sequence[int]
+        if len(set(keys)) == len(keys):
+            # Every bucket series is its own (by, le) group: `sum by (by, le)` is a relabelling,
+            # so the rows of `rates` are used as they are (in the order `_aggregate` gives).
+            rows_in_order = sorted(range(len(keys)), key=keys.__getitem__)
+            sum_labels: Sequence[Labels] = [keys[i] for i in rows_in_order]
+            sum_values, sum_present, absent_is_nan = rates.values, rates.present, True
+        else:
+            summed = _aggregate(rates, (*by, "le"), "sum")
+            rows_in_order = range(len(summed.labels))
+            sum_labels = summed.labels
+            # a "sum" aggregate holds +0.0 wherever a group has no value
+            sum_values, sum_present, absent_is_nan = summed.values, summed.present, False
+        # group -> upper bound -> rows of the sums; equal bounds ('1' and '1.0') merge.
         groups: dict[Labels, dict[float, list[int]]] = {}
-        for i, lbl in enumerate(summed.labels):
+        for i, lbl in zip(rows_in_order, sum_labels, strict=True):
             d = dict(lbl)
             ub = parse_le(d.pop("le", ""))
             if ub is None:
@@ -576,24 +824,52 @@ class NativeSource:
         by_bounds: dict[tuple[float, ...], list[int]] = {}
         for g, key in enumerate(labels):
             by_bounds.setdefault(tuple(sorted(groups[key])), []).append(g)
-        for bounds, members in by_bounds.items():
-            rows = [[groups[labels[g]][b] for g in members] for b in bounds]
-            if all(len(r) == 1 for per_bound in rows for r in per_bound):
-                idx = np.array([[r[0] for r in per_bound] for per_bound in rows])  # (B, G)
-                counts, present = masked[idx], summed.present[idx]
-            else:
-                counts = np.zeros((len(bounds), len(members), len(times)))
-                present = np.zeros((len(bounds), len(members), len(times)), dtype=bool)
-                for bi, per_bound in enumerate(rows):
-                    for gi, rs in enumerate(per_bound):
-                        total = masked[rs[0]]
-                        for r in rs[1:]:
-                            total = total + masked[r]
-                        counts[bi, gi] = total
-                        present[bi, gi] = summed.present[rs].any(axis=0)
-            values[members] = bucket_quantile(float(signal.quantile), np.array(bounds), counts, present)
-            present_rows[members] = present.any(axis=0)
+        q = float(signal.quantile)
+        for bounds, all_members in by_bounds.items():
+            # `bucket_quantile` is elementwise over histograms: a few at a time keeps its
+            # temporaries in cache (thousands of histograms would stream gigabytes).
+            chunk = max(1, _BLOCK_SAMPLES // (len(bounds) * max(1, len(times))))
+            for c0 in range(0, len(all_members), chunk):
+                members = all_members[c0 : c0 + chunk]
+                counts, present = self._bucket_counts(groups, labels, bounds, members, sum_values, sum_present, absent_is_nan, len(times))
+                values[members] = bucket_quantile(q, np.array(bounds), counts, present)
+                present_rows[members] = present.any(axis=0)
         return _Vector(tuple(labels), values, present_rows, rates.samples)
+
+    @staticmethod
+    def _bucket_counts(
+        groups: dict[Labels, dict[float, list[int]]],
+        labels: list[Labels],
+        bounds: tuple[float, ...],
+        members: list[int],
+        sum_values: np.ndarray,
+        sum_present: np.ndarray,
+        absent_is_nan: bool,
+        n_t: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(B, G, T) cumulative bucket counts and presence of the histograms `members`."""
+        rows = [[groups[labels[g]][b] for g in members] for b in bounds]
+        if all(len(r) == 1 for per_bound in rows for r in per_bound):
+            idx = np.array([[r[0] for r in per_bound] for per_bound in rows])  # (B, G)
+            counts, present = sum_values[idx], sum_present[idx]
+            if absent_is_nan:
+                np.copyto(counts, 0.0, where=~present)
+        else:
+            counts = np.zeros((len(bounds), len(members), n_t))
+            present = np.zeros((len(bounds), len(members), n_t), dtype=bool)
+            for bi, per_bound in enumerate(rows):
+                for gi, rs in enumerate(per_bound):
+                    if absent_is_nan:
+                        total = np.where(sum_present[rs[0]], sum_values[rs[0]], 0.0)
+                        for r in rs[1:]:
+                            total = total + np.where(sum_present[r], sum_values[r], 0.0)
+                    else:
+                        total = sum_values[rs[0]]
+                        for r in rs[1:]:
+                            total = total + sum_values[r]
+                    counts[bi, gi] = total
+                    present[bi, gi] = sum_present[rs].any(axis=0)
+        return counts, present
 
     def _ratio(self, signal: Signal, times: np.ndarray) -> _Vector:
         if signal.numerator is None or signal.denominator is None:

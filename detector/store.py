@@ -39,11 +39,13 @@ compaction always copies into new buffers.
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -59,6 +61,8 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MIN_CAPACITY = 16
 _VALIDATION_CACHE_SIZE = 100_000
+_LOCK_CHUNK = 4096
+"""Series appended by `SampleStore.append_refs` per acquisition of the lock (readers get a turn)."""
 _SERIES_OVERHEAD_BYTES = 256
 """Rough per-series bookkeeping cost counted by `memory_bytes` besides the sample buffers."""
 
@@ -121,6 +125,86 @@ class AppendResult:
         return self.out_of_order + self.duplicates
 
 
+class SeriesRef(NamedTuple):
+    """A validated series identity (`series_ref`), for `SampleStore.append_refs`.
+
+    `token` is a canonical text of (name, labels): one string per series, whose hash Python
+    keeps, so a caller holding on to its refs (a decoder cache) finds a series in one
+    dictionary probe.
+    """
+
+    name: str
+    labels: Labels
+    token: str
+
+
+def _token(name: str, key: Labels) -> str:
+    return repr((name, key))
+
+
+def series_ref(name: str, labels: Mapping[str, str]) -> SeriesRef:
+    """The `SeriesRef` of a series; validates as `SampleStore.append` does (ValueError)."""
+    validate_metric_name(name)
+    key = _validate_labels(labels)
+    return SeriesRef(name, key, _token(name, key))
+
+
+class SeriesView(NamedTuple):
+    """One series as `SampleStore.select_views` returns it."""
+
+    labels: Labels
+    timestamps: np.ndarray
+    values: np.ndarray
+    last_drop: float
+    """Time of the newest sample whose value is below its predecessor's (-inf: none stored
+    since the series began): a window of samples all later than this has no counter reset."""
+    last_stale: float
+    """Time of the newest stale marker (-inf: none)."""
+    buffer_id: object
+    """Identity of the buffer `timestamps` is a view of. The stored part of a buffer never
+    changes (appends write past it; a compacted or grown series gets a new buffer), so two
+    views of the same buffers at the same offsets compare as they did before."""
+    offset: int
+    """Index of ``timestamps[0]`` in that buffer."""
+
+
+class RefBatch:
+    """Samples of many series for `SampleStore.append_refs`, checked and converted once.
+
+    Series k is ``refs[k]`` with samples ``timestamps[bounds[k]:bounds[k + 1]]`` (seconds,
+    finite) and the same slice of `values` (float64, bits kept).
+    """
+
+    __slots__ = ("refs", "bounds", "timestamps", "values", "_t", "_v", "_increasing")
+
+    def __init__(
+        self, refs: Sequence[SeriesRef], bounds: Sequence[int] | np.ndarray, timestamps: np.ndarray, values: np.ndarray
+    ) -> None:
+        ts = np.asarray(timestamps, dtype=np.float64)
+        vals = np.asarray(values, dtype=np.float64)
+        if ts.ndim != 1 or ts.shape != vals.shape:
+            raise ValueError(f"timestamps {ts.shape} and values {vals.shape} must be equal-length 1-D arrays")
+        barr = np.asarray(bounds, dtype=np.int64)
+        if barr.shape != (len(refs) + 1,) or barr[0] != 0 or barr[-1] != len(ts):
+            raise ValueError("bounds must hold len(refs) + 1 offsets from 0 to len(timestamps)")
+        if (barr[1:] < barr[:-1]).any():
+            raise ValueError("bounds must be non-decreasing")
+        b: list[int] = barr.tolist()
+        if not np.isfinite(ts).all():
+            raise ValueError("timestamps must be finite numbers of seconds")
+        self.refs = refs
+        self.bounds = b
+        self.timestamps = ts
+        self.values = vals
+        self._t: list[float] = ts.tolist()
+        self._v: list[float] = vals.tolist()
+        """Python floats (same bits) for the one-sample path."""
+        self._increasing = ts[1:] > ts[:-1]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
 _ONE_ACCEPTED = AppendResult(accepted=1)
 _ONE_DUPLICATE = AppendResult(duplicates=1)
 _ONE_OUT_OF_ORDER = AppendResult(out_of_order=1)
@@ -130,15 +214,24 @@ _ONE_OUT_OF_ORDER = AppendResult(out_of_order=1)
 class _Series:
     """Live samples are ``ts[start:end]`` / ``vals[start:end]``; never written in place."""
 
-    __slots__ = ("ts", "vals", "start", "end", "newest_real")
+    __slots__ = ("ts", "vals", "start", "end", "newest_real", "token", "last_v", "last_drop", "last_stale", "buffer_id")
 
-    def __init__(self) -> None:
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.buffer_id = object()
+        """Identifies the current `ts` buffer (a new one whenever the buffer is replaced)."""
         self.ts = np.empty(_MIN_CAPACITY, dtype=np.float64)
         self.vals = np.empty(_MIN_CAPACITY, dtype=np.float64)
         self.start = 0
         self.end = 0
         self.newest_real: float | None = None
         """Timestamp of the newest sample that is not a stale marker."""
+        self.last_v = 0.0
+        """Value of the newest sample (meaningful when the series is not empty)."""
+        self.last_drop = -math.inf
+        """Timestamp of the newest sample whose value is below the one before it (a counter reset)."""
+        self.last_stale = -math.inf
+        """Timestamp of the newest stale marker."""
 
     def __len__(self) -> int:
         return self.end - self.start
@@ -170,27 +263,51 @@ class _Series:
             new_ts[:live] = self.ts[self.start : self.end]
             new_vals[:live] = self.vals[self.start : self.end]
             self.ts, self.vals, self.start, self.end = new_ts, new_vals, 0, live
+            self.buffer_id = object()
+        prev = self.last_v if self.end > self.start else None
         self.ts[self.end : self.end + k] = ts
         self.vals[self.end : self.end + k] = vals
         self.end += k
         if k == 1:
-            if not _is_stale_scalar(float(vals[0])):
+            v = float(vals[0])
+            self.last_v = v
+            if prev is not None and v < prev:
+                self.last_drop = float(ts[0])
+            if _is_stale_scalar(v):
+                self.last_stale = float(ts[0])
+            else:
                 self.newest_real = float(ts[0])
             return
-        real = ~is_stale_marker(vals)
-        if real.any():
-            self.newest_real = float(ts[np.flatnonzero(real)[-1]])
+        self.last_v = float(vals[-1])
+        falls = np.flatnonzero(vals[1:] < vals[:-1])
+        if len(falls):
+            self.last_drop = float(ts[falls[-1] + 1])
+        elif prev is not None and vals[0] < prev:
+            self.last_drop = float(ts[0])
+        stale = is_stale_marker(vals)
+        if stale.any():
+            self.last_stale = float(ts[np.flatnonzero(stale)[-1]])
+            real = ~stale
+            if real.any():
+                self.newest_real = float(ts[np.flatnonzero(real)[-1]])
+        else:
+            self.newest_real = float(ts[-1])
 
     def append_one(self, t: float, v: float, retention: float | None) -> None:
         """Append one sample newer than every stored one (no numpy arrays on the usual path)."""
         if self.end >= len(self.ts):
             self.extend(np.array([t]), np.array([v]), retention)
             return
+        if self.end > self.start and v < self.last_v:
+            self.last_drop = t
         self.ts[self.end] = t
         self.vals[self.end] = v
         self.end += 1
+        self.last_v = v
         if v == v or _float_bits(v) != STALE_NAN_BITS:
             self.newest_real = t
+        else:
+            self.last_stale = t
 
     def views(self) -> tuple[np.ndarray, np.ndarray]:
         ts = self.ts[self.start : self.end]
@@ -269,6 +386,10 @@ class SampleStore:
         self.retention = None if retention is None else float(retention)
         self._lock = threading.Lock()
         self._series: dict[str, dict[Labels, _Series]] = {}
+        self._flat: dict[str, _Series] = {}
+        """The same series by `SeriesRef.token` (for `append_refs`)."""
+        self._version = 0
+        """Bumped by every change of the stored samples (see `version`)."""
         self._valid: dict[tuple[str, tuple[tuple[str, str], ...]], Labels] = {}
         """Cache: (name, labels as given) -> validated series key, so repeat appends skip validation."""
 
@@ -307,6 +428,7 @@ class SampleStore:
                             return _ONE_DUPLICATE
                         return _ONE_OUT_OF_ORDER
                     series.append_one(t, v, self.retention)
+                    self._version += 1
                     return _ONE_ACCEPTED
         ts, vals = _as_samples(timestamps, values)
         if len(ts) == 0:
@@ -323,18 +445,88 @@ class SampleStore:
                         return AppendResult(duplicates=1)
                     return AppendResult(out_of_order=1)
                 series.extend(ts, vals, self.retention)
+                self._version += 1
                 return AppendResult(accepted=1)
             accepted, n_dup, n_ooo = _classify(ts, vals, newest)
             n_acc = int(accepted.sum())
             if n_acc:
+                self._version += 1
                 if series is None:
-                    series = _Series()
-                    self._series.setdefault(name, {})[key] = series
+                    series = self._new_series(name, key)
                 if n_acc == len(ts):
                     series.extend(ts, vals, self.retention)
                 else:
                     series.extend(ts[accepted], vals[accepted], self.retention)
         return AppendResult(accepted=n_acc, out_of_order=n_ooo, duplicates=n_dup)
+
+    def _new_series(self, name: str, key: Labels) -> _Series:
+        series = _Series(_token(name, key))
+        self._series.setdefault(name, {})[key] = series
+        self._flat[series.token] = series
+        return series
+
+    def append_refs(self, batch: RefBatch, start: int = 0) -> tuple[int, int]:
+        """Append series ``start, start + 1, ...`` of `batch`, one lock per few thousand series.
+
+        Goes on while every sample of a series is newer than the series' newest stored
+        sample and the series' samples strictly increase (what `append` stores whole);
+        stops *before* the first series that is not, leaving it untouched. Returns
+        ``(stopped_at, accepted)``: ``stopped_at == len(batch)`` when every series was
+        appended; otherwise the caller gives series ``stopped_at`` to `append` (which sorts
+        out duplicates and out-of-order samples) and resumes after it. The store then holds
+        exactly what series-by-series `append` calls would have left (same buffers).
+        """
+        refs, b, tl, vl = batch.refs, batch.bounds, batch._t, batch._v
+        increasing = batch._increasing
+        flat = self._flat
+        retention = self.retention
+        n = len(refs)
+        k = start
+        accepted = 0
+        while k < n:
+            chunk_end = min(n, k + _LOCK_CHUNK)
+            with self._lock:
+                self._version += 1
+                while k < chunk_end:
+                    i0 = b[k]
+                    i1 = b[k + 1]
+                    if i1 == i0:
+                        k += 1
+                        continue
+                    ref = refs[k]
+                    s = flat.get(ref[2])
+                    if s is not None and i1 - i0 == 1:
+                        # One sample for a known series (a scrape's sample): no numpy arrays.
+                        t = tl[i0]
+                        e = s.end
+                        if e > s.start and t <= s.ts[e - 1]:
+                            return k, accepted
+                        if e < s.ts.shape[0]:
+                            v = vl[i0]
+                            if e > s.start and v < s.last_v:
+                                s.last_drop = t
+                            s.ts[e] = t
+                            s.vals[e] = v
+                            s.end = e + 1
+                            s.last_v = v
+                            if v == v or _float_bits(v) != STALE_NAN_BITS:
+                                s.newest_real = t
+                            else:
+                                s.last_stale = t
+                            accepted += 1
+                            k += 1
+                            continue
+                    if i1 - i0 > 1 and not increasing[i0 : i1 - 1].all():
+                        return k, accepted
+                    seg_t = batch.timestamps[i0:i1]
+                    if s is None:
+                        s = self._new_series(ref[0], ref[1])
+                    elif s.end > s.start and tl[i0] <= s.ts[s.end - 1]:
+                        return k, accepted
+                    s.extend(seg_t, batch.values[i0:i1], retention)
+                    accepted += i1 - i0
+                    k += 1
+        return k, accepted
 
     def select(
         self, name: str, matchers: Sequence[tuple[str, str]] = ()
@@ -355,6 +547,30 @@ class SampleStore:
                     out.append((labels, ts, vals))
         out.sort(key=lambda item: item[0])
         return out
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever stored samples change (appends, retention): equal
+        versions mean `select` would return the same data."""
+        return self._version
+
+    def select_views(self, name: str, matchers: Sequence[tuple[str, str]] = ()) -> tuple[int, list[SeriesView]]:
+        """`select` with what the store knows about each series, and the `version` of the store
+        these views were taken at (one lock)."""
+        out: list[SeriesView] = []
+        with self._lock:
+            version = self._version
+            for labels, series in self._series.get(name, {}).items():
+                if len(series) == 0:
+                    continue
+                d = dict(labels)
+                if all(d.get(k, "") == v for k, v in matchers):
+                    ts, vals = series.views()
+                    out.append(
+                        SeriesView(labels, ts, vals, series.last_drop, series.last_stale, series.buffer_id, series.start)
+                    )
+        out.sort(key=lambda item: item[0])
+        return version, out
 
     def names(self) -> list[str]:
         with self._lock:
@@ -398,6 +614,7 @@ class SampleStore:
         cutoff = float(now) - self.retention
         dropped = 0
         with self._lock:
+            self._version += 1
             for name in list(self._series):
                 group = self._series[name]
                 for labels in list(group):
@@ -405,6 +622,7 @@ class SampleStore:
                     dropped += series.drop_before(cutoff)
                     if len(series) == 0:
                         del group[labels]
+                        self._flat.pop(series.token, None)
                     elif series.start > len(series):
                         # Mostly dead buffer: copy the live part into a right-sized one.
                         live = len(series)
@@ -414,6 +632,7 @@ class SampleStore:
                         new_ts[:live] = series.ts[series.start : series.end]
                         new_vals[:live] = series.vals[series.start : series.end]
                         series.ts, series.vals, series.start, series.end = new_ts, new_vals, 0, live
+                        series.buffer_id = object()
                 if not group:
                     del self._series[name]
         return dropped

@@ -37,6 +37,8 @@ _F = descriptor_pb2.FieldDescriptorProto
 
 _PACKAGE = "prometheus"
 _FILE = "csf/prometheus_remote_write_v1.proto"
+_PACKAGE_RAW = "csf_raw"
+_FILE_RAW = "csf/prometheus_remote_write_v1_raw.proto"
 
 
 def _field(
@@ -100,6 +102,19 @@ def file_descriptor_proto() -> descriptor_pb2.FileDescriptorProto:
     return fd
 
 
+def raw_file_descriptor_proto() -> descriptor_pb2.FileDescriptorProto:
+    """A view of the same wire format that keeps each ``WriteRequest.timeseries`` entry as
+    raw ``bytes`` (field 1 only; metadata and anything else become unknown fields)."""
+    fd = descriptor_pb2.FileDescriptorProto(name=_FILE_RAW, package=_PACKAGE_RAW, syntax="proto3")
+    request = fd.message_type.add(name="WriteRequestRaw")
+    f = request.field.add()
+    f.name = "timeseries"
+    f.number = 1
+    f.type = _F.TYPE_BYTES  # type: ignore[assignment]
+    f.label = _F.LABEL_REPEATED  # type: ignore[assignment]
+    return fd
+
+
 @dataclass(frozen=True)
 class RemoteWriteMessages:
     """Message classes of the remote_write 1.0 schema."""
@@ -129,3 +144,12 @@ def messages() -> RemoteWriteMessages:
         Exemplar=cls("Exemplar"),
         MetricMetadata=cls("MetricMetadata"),
     )
+
+
+@functools.cache
+def raw_write_request() -> Any:
+    """``WriteRequestRaw``: a WriteRequest read with every timeseries entry left as ``bytes``
+    (see `raw_file_descriptor_proto`); the receiver's fast decoder walks those bytes itself."""
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(raw_file_descriptor_proto())
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE_RAW}.WriteRequestRaw"))

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cramjam
@@ -64,8 +64,15 @@ from detector.ingest import (
     media_type,
     read_body,
 )
-from detector.ingest.remote_pb import messages
-from detector.store import SampleStore, validate_label_name, validate_metric_name
+from detector.ingest.remote_pb import messages, raw_write_request
+from detector.store import (
+    RefBatch,
+    SampleStore,
+    SeriesRef,
+    series_ref,
+    validate_label_name,
+    validate_metric_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +151,9 @@ def _series_labels(index: int, labels: object, known: set[str]) -> tuple[str, di
     return name, out
 
 
-def decode_write_request(body: bytes, max_decoded_bytes: int) -> list[SeriesSamples]:
-    """Decompress, parse and validate a remote_write 1.0 body. Raises IngestError (400/413)."""
-    raw = decompress(body, max_decoded_bytes)
+def decode_reference(raw: bytes) -> list[SeriesSamples]:
+    """Parse and validate a decompressed WriteRequest with the protobuf library, series by
+    series (the reference the fast decoder is tested against). Raises IngestError (400)."""
     try:
         req = messages().WriteRequest.FromString(raw)
     except DecodeError as exc:
@@ -181,54 +188,405 @@ def decode_write_request(body: bytes, max_decoded_bytes: int) -> list[SeriesSamp
     return out
 
 
+# --------------------------------------------------------------------------- fast decoding
+
+_LABEL_TAG = 0x0A
+"""TimeSeries.labels: field 1, length-delimited."""
+_SAMPLE_TAG = 0x12
+"""TimeSeries.samples: field 2, length-delimited."""
+_VALUE_TAG = 0x09
+"""Sample.value: field 1, 64-bit."""
+_TIMESTAMP_TAG = 0x10
+"""Sample.timestamp: field 2, varint."""
+_MAX_SAMPLE_BYTES = 20
+"""The longest Sample in canonical encoding: value (1 + 8) and a 10-byte timestamp varint (1 + 10)."""
+_PAD = 32
+_SCALAR_BELOW = 16
+"""The lockstep walk hands series to a Python loop when fewer than this many are left."""
+SERIES_CACHE_SIZE = 1 << 18
+
+
+class SeriesCache:
+    """Label sets already decoded and validated, keyed by their bytes on the wire.
+
+    A sender encodes a series' labels the same way in every request, so the receiver
+    decodes and validates each distinct label set once. Entries are
+    ``(name, labels, SeriesRef)``; the cache is emptied when it reaches `max_size`.
+    Safe to share between threads (single dictionary operations only).
+    """
+
+    __slots__ = ("entries", "max_size")
+
+    def __init__(self, max_size: int = SERIES_CACHE_SIZE) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be positive, got {max_size!r}")
+        self.entries: dict[bytes, tuple[str, dict[str, str], SeriesRef]] = {}
+        self.max_size = max_size
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def put(self, key: bytes, entry: tuple[str, dict[str, str], SeriesRef]) -> None:
+        if len(self.entries) >= self.max_size:
+            self.entries.clear()
+        self.entries[key] = entry
+
+
+class DecodedRequest:
+    """A decoded WriteRequest as flat arrays: series k is ``heads[k]`` (name, labels,
+    `SeriesRef`) with samples ``timestamps[bounds[k]:bounds[k + 1]]`` (seconds) and the
+    same slice of ``values``. `series()` gives the `SeriesSamples` list of
+    `decode_reference`. Label dicts are shared with the cache: read only."""
+
+    __slots__ = ("heads", "bounds", "timestamps", "values")
+
+    def __init__(
+        self,
+        heads: list[tuple[str, dict[str, str], SeriesRef]],
+        bounds: np.ndarray,
+        timestamps: np.ndarray,
+        values: np.ndarray,
+    ) -> None:
+        self.heads = heads
+        self.bounds = bounds
+        self.timestamps = timestamps
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def series(self) -> list[SeriesSamples]:
+        b = self.bounds.tolist()
+        return [
+            SeriesSamples(name, dict(labels), self.timestamps[b[k] : b[k + 1]], self.values[b[k] : b[k + 1]])
+            for k, (name, labels, _) in enumerate(self.heads)
+        ]
+
+
+def _varint_size(n: np.ndarray) -> np.ndarray:
+    """Bytes of the shortest varint of each (non-negative) n."""
+    size = np.ones(n.shape, dtype=np.int64)
+    for shift in range(7, 64, 7):
+        size += n >= (1 << shift)
+    return size
+
+
+def _lengths(buf: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Varint lengths starting at positions `q` (at most 3 bytes): (values, bytes used)."""
+    b = buf[q].astype(np.int64)
+    length = b & 0x7F
+    used = np.ones(len(q), dtype=np.int64)
+    more = b >= 0x80
+    for shift in (7, 14):
+        if not more.any():
+            return length, used
+        b = buf[q + used].astype(np.int64)
+        length = np.where(more, length | ((b & 0x7F) << shift), length)
+        used += more
+        more &= b >= 0x80
+    return None if more.any() else (length, used)
+
+
+def _walk_one(
+    raw: bytes, p: int, end: int, sampling: bool, out: tuple[list[int], list[int], list[int]], i: int
+) -> int | None:
+    """The field walk of `_walk` for one series from position p (a Python loop); returns
+    where its labels end (-1: no label seen here), None when the encoding is not canonical."""
+    label_end = -1
+    ser, pos, lens = out
+    while p < end:
+        tag = raw[p]
+        q = p + 1
+        length = 0
+        shift = 0
+        while True:
+            if q >= end or shift > 14:
+                return None
+            byte = raw[q]
+            length |= (byte & 0x7F) << shift
+            q += 1
+            if byte < 0x80:
+                break
+            shift += 7
+        nxt = q + length
+        if nxt > end:
+            return None
+        if tag == _LABEL_TAG:
+            if sampling:
+                return None
+            label_end = nxt
+        elif tag == _SAMPLE_TAG:
+            sampling = True
+            ser.append(i)
+            pos.append(q)
+            lens.append(length)
+        else:
+            return None
+        p = nxt
+    return label_end
+
+
+def _walk(
+    raw: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Walk the fields of every TimeSeries at once (one numpy pass per field rank).
+
+    Accepts only labels (field 1) followed by samples (field 2); anything else (exemplars,
+    histograms, unknown fields, a label after a sample, a field running past its series)
+    returns None. Returns (end of each series' labels, and for every sample in wire order:
+    its series, start, length).
+    """
+    n = len(starts)
+    pos = starts.copy()
+    label_end = starts.copy()
+    sampling = np.zeros(n, dtype=bool)
+    ser: list[np.ndarray] = []
+    spos: list[np.ndarray] = []
+    slen: list[np.ndarray] = []
+    act = np.flatnonzero(pos < ends)
+    while act.size >= _SCALAR_BELOW:
+        p = pos[act]
+        tag = buf[p]
+        got = _lengths(buf, p + 1)
+        if got is None:
+            return None
+        length, used = got
+        q = p + 1 + used
+        nxt = q + length
+        e = ends[act]
+        if (nxt > e).any():
+            return None
+        is_label = tag == _LABEL_TAG
+        if not (is_label | (tag == _SAMPLE_TAG)).all():
+            return None
+        rows = act[is_label]
+        if sampling[rows].any():
+            return None
+        label_end[rows] = nxt[is_label]
+        is_sample = ~is_label
+        rows = act[is_sample]
+        sampling[rows] = True
+        ser.append(rows)
+        spos.append(q[is_sample])
+        slen.append(length[is_sample])
+        pos[act] = nxt
+        act = act[nxt < e]
+    if act.size:
+        out: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for i in act.tolist():
+            le = _walk_one(raw, int(pos[i]), int(ends[i]), bool(sampling[i]), out, i)
+            if le is None:
+                return None
+            if le >= 0:
+                label_end[i] = le
+        ser.append(np.array(out[0], dtype=np.int64))
+        spos.append(np.array(out[1], dtype=np.int64))
+        slen.append(np.array(out[2], dtype=np.int64))
+    if not ser:
+        empty = np.empty(0, dtype=np.int64)
+        return label_end, empty, empty, empty
+    return label_end, np.concatenate(ser), np.concatenate(spos), np.concatenate(slen)
+
+
+def _samples(buf: np.ndarray, start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(timestamps in ms, values) of Sample messages in canonical encoding (value field,
+    then timestamp field, each optional as proto3 omits zeros); None for anything else."""
+    m = len(start)
+    if m == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    if (length > _MAX_SAMPLE_BYTES).any():
+        return None
+    has_value = (length >= 9) & (buf[start] == _VALUE_TAG)
+    all_values = bool(has_value.all())
+    at = start + 9 if all_values else start + np.where(has_value, 9, 0)
+    rest = length - (at - start)
+    has_time = rest > 0
+    all_times = bool(has_time.all())
+    if ((buf[at] != _TIMESTAMP_TAG) & has_time).any():
+        return None
+    used = rest - 1
+    width = int(used.max())
+    if width > 10 or (has_time & (used < 1)).any():
+        return None
+    stamps = np.zeros(m, dtype=np.uint64)
+    if width > 0:
+        vb = buf[(at + 1)[:, None] + np.arange(width)]
+        cont = vb >= 0x80
+        # each varint: continuation bits on all its bytes but the last, which ends it
+        inside = np.arange(width) < used[:, None]
+        last = np.arange(width) == (used - 1)[:, None]
+        ok = ((cont == (inside & ~last)) | ~inside).all(axis=1) | ~has_time
+        if not ok.all() or ((used == 10) & (vb[:, 9 if width == 10 else 0] > 1)).any():
+            return None
+        for k in range(width):
+            part = (vb[:, k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
+            stamps |= part if all_times and k < int(used.min()) else np.where(inside[:, k], part, np.uint64(0))
+    bits = buf[(start + 1)[:, None] + np.arange(8)].view("<u8").ravel()
+    if not all_values:
+        bits = np.where(has_value, bits, np.uint64(0))
+    return stamps.view(np.int64), bits.view(np.float64)
+
+
+def _decode_labels(key: bytes, index: int) -> tuple[str, dict[str, str], SeriesRef] | None:
+    """Decode and validate one label set (the bytes of a TimeSeries' label fields); None
+    when the reference decoder would refuse it (it then explains why)."""
+    try:
+        ts = messages().TimeSeries.FromString(key)
+        name, labels = _series_labels(index, ts.labels, set())
+        return name, labels, series_ref(name, labels)
+    except (DecodeError, IngestError, ValueError):
+        return None
+
+
+def decode_fast(raw: bytes, cache: SeriesCache) -> DecodedRequest | None:
+    """Decode a decompressed WriteRequest without a Python object per sample or label.
+
+    Handles the encoding Prometheus and other senders use (top level: timeseries only;
+    each series: its labels, then its samples; each sample: value then timestamp, zeros
+    omitted). Returns None for anything else, and for anything `decode_reference` would
+    refuse: the caller then runs `decode_reference`, whose result (or error) is the answer.
+    When not None, the result holds the same series, labels, timestamps and value bits as
+    `decode_reference` (tests/test_perf_equivalence_ingest.py).
+    """
+    try:
+        entries = raw_write_request().FromString(raw).timeseries
+    except DecodeError:
+        return None
+    n = len(entries)
+    lens = np.fromiter(map(len, entries), dtype=np.int64, count=n)
+    sizes = 1 + _varint_size(lens) + lens
+    if int(sizes.sum()) != len(raw):
+        return None  # metadata, unknown or non-canonical top-level fields
+    ends = np.cumsum(sizes)
+    starts = ends - lens
+    buf = np.frombuffer(raw + bytes(_PAD), dtype=np.uint8)
+    walked = _walk(raw, buf, starts, ends)
+    if walked is None:
+        return None
+    label_end, ser, spos, slen = walked
+    decoded = _samples(buf, spos, slen)
+    if decoded is None:
+        return None
+    stamps, values = decoded
+    if len(ser) and (ser[1:] < ser[:-1]).any():
+        order = np.argsort(ser, kind="stable")
+        ser, stamps, values = ser[order], stamps[order], values[order]
+    bounds = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(ser, minlength=n), out=bounds[1:])
+    keys = [raw[a:b] for a, b in zip(starts.tolist(), label_end.tolist(), strict=True)]
+    heads = list(map(cache.entries.get, keys))
+    if None in heads:
+        for i, head in enumerate(heads):
+            if head is None:
+                got = _decode_labels(keys[i], i)
+                if got is None:
+                    return None
+                cache.put(keys[i], got)
+                heads[i] = got
+    return DecodedRequest(heads, bounds, stamps / 1000.0, values)  # type: ignore[arg-type]
+
+
+def decode_request(
+    body: bytes, max_decoded_bytes: int, cache: SeriesCache | None = None
+) -> DecodedRequest | list[SeriesSamples]:
+    """Decompress, parse and validate a remote_write 1.0 body (IngestError 400/413):
+    `decode_fast` when it applies, else `decode_reference`."""
+    raw = decompress(body, max_decoded_bytes)
+    fast = decode_fast(raw, cache if cache is not None else SeriesCache())
+    return fast if fast is not None else decode_reference(raw)
+
+
+def decode_write_request(body: bytes, max_decoded_bytes: int) -> list[SeriesSamples]:
+    """Decompress, parse and validate a remote_write 1.0 body. Raises IngestError (400/413)."""
+    got = decode_request(body, max_decoded_bytes)
+    return got.series() if isinstance(got, DecodedRequest) else got
+
+
 # --------------------------------------------------------------------------- storing
 
 
 def store_series(
-    store: SampleStore, series: list[SeriesSamples], not_after: float | None = None
+    store: SampleStore, series: Sequence[SeriesSamples] | DecodedRequest, not_after: float | None = None
 ) -> IngestReport:
     """Append decoded series; counts accepted / out-of-order / duplicate samples.
 
     Samples stamped after `not_after` (a sender's clock far ahead of ours) are refused as
     invalid: stored, they would make every later real sample of the series out of order.
+    A `DecodedRequest` is appended in bulk (`SampleStore.append_refs`) with the same
+    result as series by series.
     """
-    accepted = ooo = dup = future = 0
-    example = ""
-    for s in series:
-        if not_after is not None and len(s.timestamps) and s.timestamps[-1] > not_after:
-            keep = s.timestamps <= not_after
-            future += int((~keep).sum())
-            s = SeriesSamples(s.name, s.labels, s.timestamps[keep], s.values[keep])
-        if not len(s.timestamps):
-            continue
-        r = store.append(s.name, s.labels, s.timestamps, s.values)
-        accepted += r.accepted
-        dup += r.duplicates
-        if r.out_of_order:
-            # A re-sent batch (the sender timed out on a request we did store) holds samples
-            # older than the newest stored one; those identical to a stored sample are duplicates.
-            already = _already_stored(store, s) - r.accepted
-            really_late = max(0, r.out_of_order - max(0, already))
-            dup += r.out_of_order - really_late
-            ooo += really_late
-            if really_late and not example:
-                example = f"{s.name}{_fmt_labels(s.labels)}"
+    tally = _Tally()
+    if isinstance(series, DecodedRequest):
+        ts = series.timestamps
+        if (not_after is not None and len(ts) and float(ts.max()) > not_after) or (
+            type(store).append is not SampleStore.append  # a store that overrides append sees every series
+        ):
+            return store_series(store, series.series(), not_after)
+        _store_decoded(store, series, tally)
+    else:
+        for s in series:
+            if not_after is not None and len(s.timestamps) and s.timestamps[-1] > not_after:
+                keep = s.timestamps <= not_after
+                tally.future += int((~keep).sum())
+                s = SeriesSamples(s.name, s.labels, s.timestamps[keep], s.values[keep])
+            if len(s.timestamps):
+                _store_one(store, s, tally)
     problems = []
-    if ooo:
-        problems.append(f"dropped {ooo} out-of-order samples (first series: {example})")
-    if future:
-        problems.append(f"refused {future} samples stamped more than the allowed skew ahead of now")
-    error = "; ".join(problems) + f"; stored {accepted}" if problems else ""
+    if tally.ooo:
+        problems.append(f"dropped {tally.ooo} out-of-order samples (first series: {tally.example})")
+    if tally.future:
+        problems.append(f"refused {tally.future} samples stamped more than the allowed skew ahead of now")
+    error = "; ".join(problems) + f"; stored {tally.accepted}" if problems else ""
     return IngestReport(
         protocol="remote_write",
         status=400 if problems else 204,
         series=len(series),
-        accepted=accepted,
-        out_of_order=ooo,
-        duplicates=dup,
-        invalid=future,
+        accepted=tally.accepted,
+        out_of_order=tally.ooo,
+        duplicates=tally.dup,
+        invalid=tally.future,
         error=error,
     )
+
+
+@dataclass
+class _Tally:
+    accepted: int = 0
+    ooo: int = 0
+    dup: int = 0
+    future: int = 0
+    example: str = ""
+
+
+def _store_one(store: SampleStore, s: SeriesSamples, tally: _Tally) -> None:
+    r = store.append(s.name, s.labels, s.timestamps, s.values)
+    tally.accepted += r.accepted
+    tally.dup += r.duplicates
+    if r.out_of_order:
+        # A re-sent batch (the sender timed out on a request we did store) holds samples
+        # older than the newest stored one; those identical to a stored sample are duplicates.
+        already = _already_stored(store, s) - r.accepted
+        really_late = max(0, r.out_of_order - max(0, already))
+        tally.dup += r.out_of_order - really_late
+        tally.ooo += really_late
+        if really_late and not tally.example:
+            tally.example = f"{s.name}{_fmt_labels(s.labels)}"
+
+
+def _store_decoded(store: SampleStore, req: DecodedRequest, tally: _Tally) -> None:
+    """Bulk append; a series the bulk path stops at (duplicates, out-of-order samples) goes
+    through `_store_one`, in request order, so the counts are those of the series loop."""
+    batch = RefBatch([h[2] for h in req.heads], req.bounds, req.timestamps, req.values)
+    bounds = batch.bounds
+    k, n = 0, len(batch)
+    while k < n:
+        k, accepted = store.append_refs(batch, k)
+        tally.accepted += accepted
+        if k < n:
+            name, labels, _ = req.heads[k]
+            b0, b1 = bounds[k], bounds[k + 1]
+            _store_one(store, SeriesSamples(name, labels, req.timestamps[b0:b1], req.values[b0:b1]), tally)
+            k += 1
 
 
 def _already_stored(store: SampleStore, s: SeriesSamples) -> int:
@@ -249,8 +607,11 @@ def _fmt_labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
-def ingest_remote_write(store: SampleStore, body: bytes, max_decoded_bytes: int) -> IngestReport:
-    return store_series(store, decode_write_request(body, max_decoded_bytes))
+def ingest_remote_write(
+    store: SampleStore, body: bytes, max_decoded_bytes: int, cache: SeriesCache | None = None
+) -> IngestReport:
+    """Decode and store one request (`cache`: label sets decoded by earlier requests)."""
+    return store_series(store, decode_request(body, max_decoded_bytes, cache))
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -290,6 +651,7 @@ def remote_write_router(
     if max_body_bytes <= 0 or max_decoded_bytes <= 0:
         raise ValueError("max_body_bytes and max_decoded_bytes must be positive")
     router = APIRouter()
+    cache = SeriesCache()
 
     def report(rep: IngestReport) -> None:
         if on_ingest is not None:
@@ -307,7 +669,7 @@ def remote_write_router(
                 request.headers.get("x-prometheus-remote-write-version"),
             )
             body = await read_body(request, max_body_bytes)
-            series = await run_in_threadpool(decode_write_request, body, max_decoded_bytes)
+            series = await run_in_threadpool(decode_request, body, max_decoded_bytes, cache)
         except IngestError as exc:
             report(IngestReport(protocol="remote_write", status=exc.status, error=exc.message))
             return PlainTextResponse(exc.message + "\n", status_code=exc.status)
