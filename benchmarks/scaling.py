@@ -43,6 +43,16 @@ def exponents(sizes: Sequence[float], costs: Sequence[float]) -> list[float]:
     return out
 
 
+def fitted_exponent(sizes: Sequence[float], costs: Sequence[float]) -> float:
+    """Slope of the least-squares line through (log size, log cost): the growth over the whole curve."""
+    import numpy as np
+
+    x, y = np.log(np.asarray(sizes, dtype=float)), np.log(np.asarray(costs, dtype=float))
+    if len(x) < 2 or not np.isfinite(y).all():
+        return math.nan
+    return float(np.polyfit(x, y, 1)[0])
+
+
 def _curve(bench: str, label: str, unit_name: str, sizes: Sequence[float], costs: Sequence[float], extra: dict) -> list[Measurement]:
     exps = exponents(sizes, costs)
     bend = next((f"{sizes[i]:g} -> {sizes[i + 1]:g}" for i, e in enumerate(exps) if e > 1.2), "none")
@@ -51,6 +61,18 @@ def _curve(bench: str, label: str, unit_name: str, sizes: Sequence[float], costs
         Measurement(bench, f"{label} at {s:g} {unit_name}", c, "s", extra={"exponent_to_next": e})
         for s, c, e in zip(sizes, costs, [*exps, math.nan], strict=True)
     ]
+    fit = fitted_exponent(sizes, costs)
+    out.append(
+        Measurement(
+            bench,
+            f"{label}: growth exponent fitted over the whole curve",
+            fit,
+            "ratio",
+            "<= 1.2 (linear or better)",
+            bool(fit <= 1.2) if math.isfinite(fit) else None,
+            note=f"{sizes[0]:g} -> {sizes[-1]:g} {unit_name}: cost x{costs[-1] / costs[0]:.3g} for size x{sizes[-1] / sizes[0]:.3g}",
+        )
+    )
     out.append(
         Measurement(
             bench,
@@ -89,7 +111,7 @@ def units_curve(size: str) -> list[Measurement]:
     extra = {"samples_read": samples, "cpu_s_per_call": timings}
     out = _curve("scaling", "latency constraint, CPU", "units", UNITS[size], costs, extra)
     # The same curve from the fastest call at each size (the cost without interference).
-    out.append(_curve("scaling", "latency constraint, CPU (fastest call)", "units", UNITS[size], best, extra)[-1])
+    out.extend(_curve("scaling", "latency constraint, CPU (fastest call)", "units", UNITS[size], best, extra)[-2:])
     return out
 
 

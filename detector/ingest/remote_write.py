@@ -660,6 +660,16 @@ def remote_write_router(
             except Exception:  # a broken observer must not fail ingestion
                 log.exception("remote_write on_ingest callback failed")
 
+    def decode_and_store(
+        body: bytes,
+    ) -> tuple[DecodedRequest | list[SeriesSamples], IngestReport | None, Exception | None]:
+        """Decode (IngestError propagates), then store: (series, report, our own fault)."""
+        series = decode_request(body, max_decoded_bytes, cache)
+        try:
+            return series, store_series(store, series, clock() + max_future), None
+        except Exception as exc:  # our own fault, answered with a 500 by the caller
+            return series, None, exc
+
     @router.post(path, status_code=204, response_class=Response, summary="Prometheus remote_write 1.0")
     async def write(request: Request) -> Response:
         try:
@@ -669,15 +679,14 @@ def remote_write_router(
                 request.headers.get("x-prometheus-remote-write-version"),
             )
             body = await read_body(request, max_body_bytes)
-            series = await run_in_threadpool(decode_request, body, max_decoded_bytes, cache)
+            # one trip to the thread pool for decoding and storing
+            series, rep, fault = await run_in_threadpool(decode_and_store, body)
         except IngestError as exc:
             report(IngestReport(protocol="remote_write", status=exc.status, error=exc.message))
             return PlainTextResponse(exc.message + "\n", status_code=exc.status)
-        try:
-            rep = await run_in_threadpool(store_series, store, series, clock() + max_future)
-        except Exception as exc:  # our own fault: the sender should retry
-            log.exception("remote_write: storing %d series failed", len(series))
-            msg = f"internal error while storing samples: {type(exc).__name__}"
+        if fault is not None or rep is None:  # our own fault: the sender should retry
+            log.error("remote_write: storing %d series failed", len(series), exc_info=fault)
+            msg = f"internal error while storing samples: {type(fault).__name__}"
             report(IngestReport(protocol="remote_write", status=500, series=len(series), error=msg))
             return PlainTextResponse(msg + "\n", status_code=500)
         report(rep)
