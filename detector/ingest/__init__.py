@@ -12,6 +12,7 @@ reader and the typed `IngestError` (HTTP status + message).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,3 +88,16 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
         if key:
             out[key.strip().lower()] = value.strip().strip('"')
     return head.strip().lower(), out
+
+
+def safe_reporter(on_ingest: OnIngest | None, protocol: str) -> Callable[[IngestReport], None]:
+    """Call `on_ingest` with a report; a broken observer is logged and never fails ingestion."""
+
+    def report(rep: IngestReport) -> None:
+        if on_ingest is not None:
+            try:
+                on_ingest(rep)
+            except Exception:
+                logging.getLogger(__name__).exception("%s on_ingest callback failed", protocol)
+
+    return report

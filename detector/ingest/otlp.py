@@ -90,6 +90,7 @@ from detector.ingest import (
     OnIngest,
     media_type,
     read_body,
+    safe_reporter,
 )
 from detector.store import STALE_NAN, SampleStore
 
@@ -627,12 +628,7 @@ def otlp_router(
     router = APIRouter()
     acc = DeltaAccumulator()
 
-    def report(rep: IngestReport) -> None:
-        if on_ingest is not None:
-            try:
-                on_ingest(rep)
-            except Exception:  # a broken observer must not fail ingestion
-                log.exception("otlp on_ingest callback failed")
+    report = safe_reporter(on_ingest, "otlp")
 
     def process(body: bytes, content_type: str | None, encoding: str | None) -> tuple[IngestReport, str]:
         req, mtype = decode_request(body, content_type, encoding, max_decoded_bytes)

@@ -63,6 +63,7 @@ from detector.ingest import (
     OnIngest,
     media_type,
     read_body,
+    safe_reporter,
 )
 from detector.ingest.remote_pb import messages, raw_write_request
 from detector.store import (
@@ -653,12 +654,7 @@ def remote_write_router(
     router = APIRouter()
     cache = SeriesCache()
 
-    def report(rep: IngestReport) -> None:
-        if on_ingest is not None:
-            try:
-                on_ingest(rep)
-            except Exception:  # a broken observer must not fail ingestion
-                log.exception("remote_write on_ingest callback failed")
+    report = safe_reporter(on_ingest, "remote_write")
 
     def decode_and_store(
         body: bytes,
