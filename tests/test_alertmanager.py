@@ -8,6 +8,7 @@ fail when CI=true.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -599,47 +600,127 @@ def test_real_alertmanager_delivers_resolves_and_survives_a_pusher_restart(
     p3.close()
 
 
+class _Outage:
+    """A loopback TCP relay in front of Alertmanager whose link the test cuts and restores.
+
+    While cut, every connection is reset as soon as it is accepted, so a client sees the
+    outage at once and deterministically. The relay keeps its listening port the whole
+    time (no other process can take it over), and Alertmanager itself keeps running, so
+    the test does not depend on what Alertmanager persists when it is stopped.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.cut = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # listener closed
+            if self.cut.is_set():
+                # SO_LINGER 0: close with RST, the client's request fails at once
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()
+                continue
+            upstream = socket.create_connection(self.target, timeout=5)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                t = threading.Thread(target=self._pump, args=(a, b), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Outage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.listener.close()
+        self._accept.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
+
+
 def test_real_alertmanager_outage_keeps_the_resolve_pending_until_delivered(
     am: tuple[_Alertmanager, _Webhook], tmp_path: Path
 ) -> None:
     manager, hook = am
-    state = tmp_path / "state"
-    p = AlertmanagerPusher(
-        manager.url,
-        PIPE,
-        resend_interval=60,
-        timeout=1,
-        pack=default_pack(),
-        state_dir=state,
-        initial_backoff=0.5,
-    )
-    t1 = time.time()
-    assert p.sync(_evaluation("latency", t=t1), t1).delivered
-    _wait(lambda: len(_firing(hook, "CSFBindingConstraint")) == 1, 10, "the firing notification")
+    # a fresh connection per request: a pooled connection must not outlive the cut link
+    keepalive_off = httpx.Limits(max_keepalive_connections=0)
+    with _Outage(manager.port) as link, httpx.Client(limits=keepalive_off) as client:
+        state = tmp_path / "state"
+        p = AlertmanagerPusher(
+            link.url,
+            PIPE,
+            resend_interval=60,
+            timeout=5,
+            pack=default_pack(),
+            state_dir=state,
+            initial_backoff=0.5,
+            client=client,
+        )
+        try:
+            t1 = time.time()
+            assert p.sync(_evaluation("latency", t=t1), t1).delivered
+            _wait(lambda: len(_firing(hook, "CSFBindingConstraint")) == 1, 10, "the firing notification")
 
-    manager.stop()  # the port is closed now
-    t2 = time.time()
-    r = p.sync(_evaluation(None, t=t2), t2)
-    assert r.attempted and not r.delivered and r.error and r.pending_resolves == 1
-    assert not p.flush(t2 + 0.1).attempted  # backing off
-    saved = json.loads((state / f"alertmanager-{PIPE}.json").read_text(encoding="utf-8"))
-    assert len(saved["resolved"]) == 1 and saved["active"] == []
-    p.close()
+            link.cut.set()  # Alertmanager is unreachable from here on
+            t2 = time.time()
+            r = p.sync(_evaluation(None, t=t2), t2)
+            assert r.attempted and not r.delivered and r.error and r.pending_resolves == 1
+            assert "cannot reach Alertmanager" in r.error
+            assert not p.flush(t2 + 0.1).attempted  # backing off
+            saved = json.loads((state / f"alertmanager-{PIPE}.json").read_text(encoding="utf-8"))
+            assert len(saved["resolved"]) == 1 and saved["active"] == []
+        finally:
+            p.close()
 
-    # csf restarts during the outage: the pending resolve survives in the state file
-    p2 = AlertmanagerPusher(
-        manager.url, PIPE, resend_interval=60, timeout=1, pack=default_pack(), state_dir=state
-    )
-    assert len(p2.pending_resolves) == 1
-    r = p2.flush(time.time())
-    assert r.attempted and not r.delivered
+        # csf restarts during the outage: the pending resolve survives in the state file
+        p2 = AlertmanagerPusher(
+            link.url,
+            PIPE,
+            resend_interval=60,
+            timeout=5,
+            pack=default_pack(),
+            state_dir=state,
+            client=client,
+        )
+        try:
+            assert len(p2.pending_resolves) == 1
+            r = p2.flush(time.time())
+            assert r.attempted and not r.delivered
+            # nothing was resolved while the link was cut: Alertmanager still holds the firing alert
+            assert [a["labels"]["alertname"] for a in manager.active_alerts()] == ["CSFBindingConstraint"]
+            assert hook.alerts("resolved") == []
 
-    manager.start()  # same port and storage (its notification log remembers the firing alert)
-    r = p2.flush(r.next_attempt or time.time())
-    assert r.delivered and r.pending_resolves == 0
-    _wait(lambda: len(hook.alerts("resolved")) == 1, 10, "the resolved notification after the outage")
-    (resolved,) = hook.alerts("resolved")
-    assert resolved["labels"]["constraint"] == "latency"
-    assert abs(_parse(resolved["endsAt"]) - t2) < 0.002  # when it stopped, not when it was delivered
-    assert len(_firing(hook, "CSFBindingConstraint")) == 1
-    p2.close()
+            link.cut.clear()  # the link is back
+            r = p2.flush(r.next_attempt or time.time())
+            assert r.delivered and r.pending_resolves == 0
+            _wait(lambda: len(hook.alerts("resolved")) == 1, 10, "the resolved notification after the outage")
+            (resolved,) = hook.alerts("resolved")
+            assert resolved["labels"]["constraint"] == "latency"
+            assert abs(_parse(resolved["endsAt"]) - t2) < 0.002  # when it stopped, not when it was delivered
+            assert len(_firing(hook, "CSFBindingConstraint")) == 1
+        finally:
+            p2.close()
