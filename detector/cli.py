@@ -83,6 +83,11 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--runbook-base-url", default=None, help="base URL for runbook_url annotations")
     gen.add_argument("--job", default=None, help="scrape job label of csf itself (default csf)")
     gen.add_argument("--evaluation-interval", default=None, help="csf's evaluation interval the alert timings follow")
+    gen.add_argument(
+        "--sample-interval",
+        default=None,
+        help="the platform's sample interval (e.g. 5m): recording-rule windows widen to 4 intervals, as csf does",
+    )
 
     dash = sub.add_parser("dashboards", help="Grafana dashboard generation")
     dash_sub = dash.add_subparsers(dest="dashboards_command", required=True)

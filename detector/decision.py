@@ -35,7 +35,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from detector.economics import composite_pairs
-from detector.evidence import ConstraintEvidence, ConstraintResult, Evaluation, EvidenceSet, MetaReport
+from detector.evidence import (
+    ConstraintEvidence,
+    ConstraintResult,
+    Diagnosis,
+    Evaluation,
+    EvidenceSet,
+    MetaReport,
+)
 from detector.pack import OBSERVABILITY, Pack
 
 
@@ -61,6 +68,7 @@ class _Raw:
     state: str
     candidate: bool
     reason: str
+    diagnosis: Diagnosis | None = None
 
 
 def _fmt_ratio(r: float | None) -> str:
@@ -103,19 +111,17 @@ def raw_state(pack: Pack, ev: ConstraintEvidence) -> _Raw:
         w = pack.windows
         expected = max(1, int(round(w.sustained_window / w.status_window)))
         if not p.sustained and p.windows_total < w.sustained_fraction * expected:
-            return _Raw(
-                "observe",
-                False,
+            why = (
                 f"{pressure_txt}, but only {p.windows_total} of the last {expected} status windows have data: "
-                "not enough history to tell whether it is sustained",
+                "not enough history to tell whether it is sustained"
             )
+            return _Raw("observe", False, why, Diagnosis("too_little_history", "signal", why))
         if ev.coverage is not None and ev.coverage < w.min_coverage:
-            return _Raw(
-                "observe",
-                False,
+            why = (
                 f"{pressure_txt}, but only {ev.coverage:.0%} of the {w.lookback / 86400:g}-day panel has data "
-                f"(needs {w.min_coverage:.0%}) for the causal tests",
+                f"(needs {w.min_coverage:.0%}) for the causal tests"
             )
+            return _Raw("observe", False, why, Diagnosis("too_few_points", "panel", why))
     if beyond and p is not None and not p.sustained:
         return _Raw(
             "at_limit",
@@ -127,7 +133,8 @@ def raw_state(pack: Pack, ev: ConstraintEvidence) -> _Raw:
         ce = ev.causal
         if ce is None or ce.verdict == "insufficient_data":
             why = ce.reason if ce else "no causal evidence"
-            return _Raw("observe", False, f"{pressure_txt} but the causal tests cannot decide: {why}")
+            text = f"{pressure_txt} but the causal tests cannot decide: {why}"
+            return _Raw("observe", False, text, Diagnosis("tests_undecided", "panel", text))
         if ce.verdict == "proxy":
             failed = ", ".join(ce.failed) or "none"
             return _Raw(
@@ -320,6 +327,8 @@ def decide(
                 causal=ev.causal,
                 economics=ev.economics,
                 missing=ev.missing,
+                diagnoses=ev.diagnoses + ((raw.diagnosis,) if raw.diagnosis is not None else ()),
+                windows=ev.windows,
                 guards=ev.guards,
                 candidate=raw.candidate,
                 triggers=tuple(t for t in triggers if t.startswith(c.name + ":")),

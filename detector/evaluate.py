@@ -9,6 +9,7 @@ decision (that is `detector.decision`). Missing or stale inputs are recorded as
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -18,25 +19,88 @@ from functools import partial
 import numpy as np
 from opentelemetry.trace import NoOpTracer, Tracer
 
-from detector import causal, economics
-from detector.evidence import CausalEvidence, ConstraintEvidence, EvidenceSet, Pressure
-from detector.frame import Labels, SignalFrame, Source, SourceError
+from detector import causal, diagnose, economics
+from detector.evidence import (
+    CausalEvidence,
+    ConstraintEvidence,
+    Diagnosis,
+    EvidenceSet,
+    Pressure,
+    SignalWindow,
+)
+from detector.frame import Labels, SeriesSurvey, SignalFrame, Source, SourceError, effective_range
 from detector.pack import ApplicabilityGuard, Constraint, Pack, ProtocolFloorGuard
 from detector.signals import Signal
 
 _NOOP_TRACER = NoOpTracer()
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Reader:
-    """Counts queries and samples; memoises identical queries inside one evaluation."""
+    """Counts queries and samples; memoises identical queries inside one evaluation.
+
+    Every query is first fitted to the data (`fit`): its unpinned windows are widened to
+    four sample intervals of its input series, as the source reports them (`survey`).
+    Sources that cannot survey (replays, test doubles) are queried as the pack says.
+    """
 
     source: Source
+    now: float = 0.0
+    lookback: float = 0.0
     queries: int = 0
     samples_read: int = 0
     cache: dict[tuple[Signal, float, float, float], SignalFrame] = field(default_factory=dict)
+    surveys: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesSurvey | None] = field(default_factory=dict)
+
+    def survey(self, metric: str, matchers: tuple[tuple[str, str], ...]) -> SeriesSurvey | None:
+        key = (metric, tuple(matchers))
+        if key in self.surveys:
+            return self.surveys[key]
+        fn = getattr(self.source, "survey", None)
+        result = None
+        if callable(fn):
+            try:
+                result = fn(metric, matchers, self.now, self.lookback)
+            except SourceError as exc:
+                # A source that answers range queries but not the survey's (a proxy that
+                # allows query_range only) is still read, over the pack's own windows.
+                log.warning("cannot survey %s: %s; using the pack's range", metric, exc)
+        self.surveys[key] = result
+        return result
+
+    def interval(self, signal: Signal) -> float | None:
+        """The coarsest sample interval among the series the signal's windows read."""
+        found = []
+        for leaf in diagnose.leaves(signal):
+            if leaf.kind == "gauge":
+                continue
+            for metric in leaf.metrics():
+                sv = self.survey(metric, leaf.matchers)
+                if sv is not None and sv.sample_interval is not None:
+                    found.append(sv.sample_interval)
+        return max(found) if found else None
+
+    def fit(self, signal: Signal) -> Signal:
+        """`signal` with every unpinned window at least four sample intervals long."""
+        if all(leaf.kind == "gauge" for leaf in diagnose.leaves(signal)):
+            return signal
+        iv = self.interval(signal)
+        return signal if iv is None else signal.widened(effective_range(0.0, iv))
+
+    def window(self, role: str, signal: Signal) -> SignalWindow:
+        fitted = self.fit(signal)
+        return SignalWindow(
+            role=role,
+            selector=diagnose.describe(signal),
+            sample_interval=self.interval(signal),
+            range=signal.range,
+            effective_range=fitted.range,
+            pinned=signal.pin_range,
+        )
 
     def range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
+        signal = self.fit(signal)
         key = (signal, start, end, step)
         hit = self.cache.get(key)
         if hit is not None:
@@ -94,21 +158,25 @@ def _fresh(frame: SignalFrame, now: float, staleness: float) -> bool:
 
 def _panel(
     reader: _Reader, pack: Pack, c: Constraint, now: float
-) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...], list[str]]:
-    """Aligned, harm-oriented X and Y panels over the lookback; names of missing parts."""
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...], list[Diagnosis]]:
+    """Aligned, harm-oriented X and Y panels over the lookback; why a part cannot be used."""
     assert c.signal is not None and c.outcome is not None
     w = pack.windows
     n_steps = max(1, int(round(w.lookback / w.step)))
     start = now - (n_steps - 1) * w.step
     fx = reader.range(c.signal, start, now, w.step)
     fy = reader.range(c.outcome, start, now, w.step)
-    missing: list[str] = []
-    if not _fresh(fx, now, w.staleness):
-        missing.append(f"signal {_describe(c.signal)} (no fresh data in the last {w.staleness:.0f}s)")
-    if not _fresh(fy, now, w.staleness):
-        missing.append(f"outcome {_describe(c.outcome)} (no fresh data in the last {w.staleness:.0f}s)")
+    problems: list[Diagnosis] = []
+    for role, sig, frame in (("signal", c.signal, fx), ("outcome", c.outcome, fy)):
+        found = diagnose.structural(role, sig, reader.survey, w.lookback)
+        if found is None and not _fresh(frame, now, w.staleness):
+            found = diagnose.empty(role, reader.fit(sig), frame, reader.survey, now, w.staleness)
+        if found is not None:
+            problems.append(found)
     ykeys = {u: i for i, u in enumerate(fy.units)}
     common = [u for u in fx.units if u in ykeys]
+    if not problems and not common:
+        problems.append(diagnose.no_common_units(fx, fy, c.signal, c.outcome))
     xkeys: dict[Labels, int] = {}
     for i, u in enumerate(fx.units):
         xkeys.setdefault(u, i)  # the first occurrence, as tuple.index (linear, not quadratic, in units)
@@ -122,13 +190,7 @@ def _panel(
         y = -y
     strata = tuple(dict(u).get(c.stratum, "") if c.stratum else "" for u in common)
     segments = tuple(dict(u).get(c.segment, "") if c.segment else "" for u in common)
-    return x, y, strata, segments, missing
-
-
-def _describe(sig: Signal) -> str:
-    if sig.kind == "ratio" and sig.numerator is not None and sig.denominator is not None:
-        return f"{sig.numerator.metric}/{sig.denominator.metric}"
-    return sig.metric
+    return x, y, strata, segments, problems
 
 
 def _protocol_floor(
@@ -249,7 +311,7 @@ def gather_evidence(pack: Pack, source: Source, now: float, tracer: Tracer | Non
     With a tracer, each constraint gets a span (samples read and CPU seconds as
     attributes) with one child span per causal test.
     """
-    reader = _Reader(source)
+    reader = _Reader(source, now=now, lookback=pack.windows.lookback)
     # A source that can share selections between the queries of one evaluation (NativeSource).
     scope = getattr(source, "scope", None)
     try:
@@ -257,9 +319,12 @@ def gather_evidence(pack: Pack, source: Source, now: float, tracer: Tracer | Non
             return _gather(pack, reader, now, tracer or _NOOP_TRACER)
     except SourceError as exc:
         msg = f"source {getattr(source, 'name', 'source')} unavailable: {exc}"
+        down = Diagnosis("source_unavailable", "source", msg)
         return EvidenceSet(
             time=now,
-            constraints=tuple(ConstraintEvidence(constraint=c, missing=(msg,)) for c in pack.constraints),
+            constraints=tuple(
+                ConstraintEvidence(constraint=c, missing=(msg,), diagnoses=(down,)) for c in pack.constraints
+            ),
             source_up=False,
             source_error=str(exc),
             queries=reader.queries,
@@ -335,22 +400,30 @@ def _constraint_evidence(
     causal_cache: dict[tuple[Signal, Signal], CausalEvidence],
 ) -> ConstraintEvidence:
     assert c.signal is not None and c.outcome is not None
-    missing: list[str] = []
     pressure = _pressure(reader, pack, c, now)
-    x, y, strata, segments, panel_missing = _panel(reader, pack, c, now)
-    missing.extend(panel_missing)
-    if pressure.x_now is None and not panel_missing:
-        missing.append(f"signal {_describe(c.signal)} over the status window")
+    x, y, strata, segments, problems = _panel(reader, pack, c, now)
+    panel_missing = bool(problems)
+    if pressure.x_now is None and not problems:
+        problems.append(
+            Diagnosis(
+                "no_data",
+                "signal",
+                f"signal {diagnose.describe(c.signal)}: no platform-wide value over the "
+                f"{pack.windows.status_window / 60:g}-minute status window",
+                diagnose.describe(c.signal),
+            )
+        )
     inputs = _inputs(reader, pack, c, now)
     guard_ok, guard_reason, applicable, app_reason, figures, guard_missing = _guards(
         reader, pack, c, now, pressure, inputs
     )
-    missing.extend(guard_missing)
+    problems.extend(Diagnosis("no_data", "guard", f"no value for {m}") for m in guard_missing)
     histograms = []
     if c.economics.streak_histogram:
         h = _histogram(reader, pack, c.economics.streak_histogram, now)
         if h is None:
-            missing.append(f"histogram {c.economics.streak_histogram}")
+            name = c.economics.streak_histogram
+            problems.append(Diagnosis("no_data", "histogram", f"no bucket rates for histogram {name}", name))
         else:
             histograms.append((c.economics.streak_histogram, h))
     coverage = float(np.mean(np.isfinite(x) & np.isfinite(y))) if x.size else 0.0
@@ -361,7 +434,9 @@ def _constraint_evidence(
         causal_cache[key] = ce
     ev = ConstraintEvidence(
         constraint=c,
-        missing=tuple(missing),
+        missing=tuple(d.message for d in problems),
+        diagnoses=tuple(problems),
+        windows=(reader.window("signal", c.signal), reader.window("outcome", c.outcome)),
         applicable=applicable,
         applicability_reason=app_reason,
         pressure=pressure,

@@ -114,6 +114,64 @@ class EconomicsResult:
     details: tuple[tuple[str, float], ...] = ()
 
 
+DiagnosisReason = Literal[
+    "source_unavailable",
+    "no_series",
+    "label_absent",
+    "bucket_layout_mismatch",
+    "too_sparse",
+    "stale",
+    "no_common_units",
+    "too_few_points",
+    "too_little_history",
+    "tests_undecided",
+    "no_data",
+]
+DIAGNOSIS_REASONS: tuple[str, ...] = DiagnosisReason.__args__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why a constraint cannot be judged: a machine-readable reason and a sentence that
+    names what was found and what to change."""
+
+    reason: DiagnosisReason
+    subject: str
+    """What it is about: 'signal', 'outcome', 'guard', 'input', 'histogram', 'panel', 'source'."""
+    message: str
+    selector: str = ""
+    """The series selector concerned (``metric{label="value"}``), when there is one."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "subject": self.subject, "selector": self.selector, "message": self.message}
+
+
+@dataclass(frozen=True)
+class SignalWindow:
+    """The window a signal was evaluated over, and why."""
+
+    role: str
+    """'signal' or 'outcome'."""
+    selector: str
+    sample_interval: float | None
+    """Coarsest sample interval among the signal's input series (seconds; None: unknown)."""
+    range: float
+    """The pack's range (a floor unless pinned)."""
+    effective_range: float
+    """The range used: at least four sample intervals unless pinned."""
+    pinned: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "selector": self.selector,
+            "sample_interval_seconds": _num(self.sample_interval),
+            "range_seconds": self.range,
+            "effective_range_seconds": self.effective_range,
+            "pinned": self.pinned,
+        }
+
+
 @dataclass(frozen=True)
 class ConstraintResult:
     name: str
@@ -132,6 +190,9 @@ class ConstraintResult:
     candidate: bool = False
     """Binding on this evaluation's evidence alone, before hysteresis."""
     triggers: tuple[str, ...] = ()
+    diagnoses: tuple[Diagnosis, ...] = ()
+    """Why the constraint cannot be judged (reasons behind `missing` and other observe states)."""
+    windows: tuple[SignalWindow, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         p = self.pressure
@@ -151,6 +212,8 @@ class ConstraintResult:
             "theta": _num(e.theta) if e else None,
             "exception": e.exception if e else None,
             "missing": list(self.missing),
+            "diagnoses": [d.to_dict() for d in self.diagnoses],
+            "windows": [w.to_dict() for w in self.windows],
             "guards": {k: _num(v) for k, v in self.guards},
             "triggers": list(self.triggers),
             "explanation": self.explanation,
@@ -224,6 +287,9 @@ class Evaluation:
 class ConstraintEvidence:
     constraint: Constraint
     missing: tuple[str, ...] = ()
+    """Messages of the blocking `diagnoses` (any makes the constraint `observe`)."""
+    diagnoses: tuple[Diagnosis, ...] = ()
+    windows: tuple[SignalWindow, ...] = ()
     applicable: bool = True
     applicability_reason: str = ""
     pressure: Pressure | None = None
@@ -279,10 +345,14 @@ __all__ = [
     "ConstraintResult",
     "EMPTY_META",
     "ConstraintEvidence",
+    "DIAGNOSIS_REASONS",
+    "Diagnosis",
+    "DiagnosisReason",
     "EvidenceSet",
     "EconomicsResult",
     "Evaluation",
     "MetaReport",
     "Pressure",
+    "SignalWindow",
     "TestResult",
 ]

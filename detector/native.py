@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.frame import Labels, SignalFrame, Source
+from detector.frame import PROBE_WINDOWS, Labels, SeriesSurvey, SignalFrame, Source, survey_series
 from detector.signals import AGGREGATIONS, Signal
 from detector.store import SampleStore, SeriesView, is_stale_marker
 
@@ -692,6 +692,22 @@ class NativeSource:
         if memo is not None:
             memo[key] = sel
         return sel
+
+    def survey(
+        self, metric: str, matchers: Sequence[tuple[str, str]], end: float, lookback: float
+    ) -> SeriesSurvey:
+        """What the store holds for the selector (`detector.frame.survey_series`): series
+        with a real sample in ``(end - lookback, end]``, and their spacing near `end`."""
+        label_sets: list[Labels] = []
+        real: list[tuple[np.ndarray, np.ndarray]] = []
+        for view in self._select(metric, matchers).views:
+            ts, vals = _clip(view.timestamps, view.values, end - lookback, end)
+            keep = ~is_stale_marker(vals)
+            if keep.any():
+                label_sets.append(view.labels)
+                real.append((ts[keep], vals[keep]))
+        probe = [(w, [_clip(ts, vals, end - w, end)[0] for ts, vals in real]) for w in PROBE_WINDOWS]
+        return survey_series(metric, matchers, label_sets, probe)
 
     def query_range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
         times = evaluation_times(start, end, step)

@@ -30,9 +30,11 @@ Schema (every section but ``apiVersion``, ``kind``, ``metadata`` and
 A SIGNAL is a mapping with exactly one kind key (``gauge``, ``rate``, ``increase``,
 ``histogram_quantile``, ``histogram_mean`` whose value is the metric name, or
 ``ratio`` whose value is ``{numerator: SIGNAL, denominator: SIGNAL}``) plus the
-options ``by``, ``range``, ``quantile``, ``matchers``, ``agg``, ``scale`` and
-``promql`` where they apply. A ratio's ``by`` and ``range`` are inherited by the
-children that do not set their own; its output labels are the numerator's, and
+options ``by``, ``range``, ``pin_range``, ``quantile``, ``matchers``, ``agg``, ``scale``
+and ``promql`` where they apply. ``range`` is a floor: csf widens it to four sample
+intervals of the data (see `detector.frame.effective_range`) unless ``pin_range: true``
+asks for exactly that window. A ratio's ``by``, ``range`` and ``pin_range`` are inherited
+by the children that do not set their own; its output labels are the numerator's, and
 the denominator may group by fewer labels (``group_left`` join).
 
 An ECONOMICS mapping has ``model`` (weibull | creator_weibull | loss_aversion | none)
@@ -468,14 +470,16 @@ def _section(
 
 # --------------------------------------------------------------------------- signals
 
-_SIGNAL_OPTIONS: tuple[str, ...] = ("by", "range", "quantile", "matchers", "agg", "scale", "promql")
+_SIGNAL_OPTIONS: tuple[str, ...] = (
+    "by", "range", "pin_range", "quantile", "matchers", "agg", "scale", "promql"
+)
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
     "gauge": frozenset({"by", "matchers", "agg", "scale", "promql"}),
-    "rate": frozenset({"by", "range", "matchers", "scale", "promql"}),
-    "increase": frozenset({"by", "range", "matchers", "scale", "promql"}),
-    "histogram_quantile": frozenset({"by", "range", "quantile", "matchers", "scale", "promql"}),
-    "histogram_mean": frozenset({"by", "range", "matchers", "scale", "promql"}),
-    "ratio": frozenset({"by", "range", "scale", "promql"}),
+    "rate": frozenset({"by", "range", "pin_range", "matchers", "scale", "promql"}),
+    "increase": frozenset({"by", "range", "pin_range", "matchers", "scale", "promql"}),
+    "histogram_quantile": frozenset({"by", "range", "pin_range", "quantile", "matchers", "scale", "promql"}),
+    "histogram_mean": frozenset({"by", "range", "pin_range", "matchers", "scale", "promql"}),
+    "ratio": frozenset({"by", "range", "pin_range", "scale", "promql"}),
 }
 
 
@@ -514,6 +518,7 @@ def _parse_signal(
     path: str,
     inherit_by: tuple[str, ...] | None = None,
     inherit_range: float | None = None,
+    inherit_pin: bool | None = None,
 ) -> Signal | None:
     start = ctx.count
     m = _mapping(ctx, node, path, SIGNAL_KINDS + _SIGNAL_OPTIONS, unknown=_signal_unknown)
@@ -546,6 +551,9 @@ def _parse_signal(
     rng: float | None = None
     if "range" in m:
         rng = _parse_duration(ctx, m.values["range"], m.sub("range"))
+    pin: bool | None = None
+    if "pin_range" in m:
+        pin = _parse_bool(ctx, m.values["pin_range"], m.sub("pin_range"))
     kwargs: dict[str, Any] = {}
     if "quantile" in m:
         kwargs["quantile"] = _parse_number(ctx, m.values["quantile"], m.sub("quantile"), OPEN_UNIT)
@@ -569,11 +577,16 @@ def _parse_signal(
         rm = _mapping(ctx, value_node, value_path, ("numerator", "denominator"), ("numerator", "denominator"))
         child_by = by if by is not None else inherit_by
         child_range = rng if rng is not None else inherit_range
+        child_pin = pin if pin is not None else inherit_pin
         num = den = None
         if rm is not None and "numerator" in rm:
-            num = _parse_signal(ctx, rm.values["numerator"], rm.sub("numerator"), child_by, child_range)
+            num = _parse_signal(
+                ctx, rm.values["numerator"], rm.sub("numerator"), child_by, child_range, child_pin
+            )
         if rm is not None and "denominator" in rm:
-            den = _parse_signal(ctx, rm.values["denominator"], rm.sub("denominator"), child_by, child_range)
+            den = _parse_signal(
+                ctx, rm.values["denominator"], rm.sub("denominator"), child_by, child_range, child_pin
+            )
         if ctx.count > start or num is None or den is None or rm is None:
             return None
         if by is not None and set(num.by) != set(by):
@@ -596,6 +609,7 @@ def _parse_signal(
             kind="ratio",
             by=by if by is not None else num.by,
             range=rng if rng is not None else num.range,
+            pin_range=bool(pin) if pin is not None else num.pin_range and den.pin_range,
             numerator=num,
             denominator=den,
             **{k: v for k, v in kwargs.items() if v is not None},
@@ -610,6 +624,10 @@ def _parse_signal(
         rng = inherit_range
     if rng is not None and kind != "gauge":
         kwargs["range"] = rng
+    if pin is None:
+        pin = inherit_pin
+    if pin is not None and kind != "gauge":
+        kwargs["pin_range"] = bool(pin)
     return Signal(kind=kind, metric=metric, by=by, **kwargs)  # type: ignore[arg-type]
 
 

@@ -42,7 +42,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -50,10 +50,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import numpy as np
 
-from detector.frame import Labels, SignalFrame, SourceError
+from detector.frame import PROBE_WINDOWS, Labels, SeriesSurvey, SignalFrame, SourceError, survey_series
 from detector.native import evaluation_times
-from detector.promql import compile_promql
+from detector.promql import compile_promql, selector
 from detector.signals import Signal
+from detector.timefmt import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ MAX_POINTS_PER_REQUEST = 11_000
 
 _MAX_BACKOFF = 30.0
 _DIVISION_KINDS = ("ratio", "histogram_mean")
+SURVEY_TTL = 3600.0
+"""A learned sample interval is reused for evaluations up to an hour later (evaluation time)."""
 _USER_AGENT = "csf-detector"
 
 
@@ -100,6 +103,10 @@ def parse_sample_value(text: object) -> float:
 
 def _retriable_status(status: int) -> bool:
     return status == 429 or status >= 500
+
+
+class _GaveUp(SourceError):
+    """The server stayed unreachable or kept failing (as opposed to refusing the query)."""
 
 
 class _Retriable(Exception):
@@ -150,6 +157,8 @@ class PrometheusSource:
         self._bearer_token_file = Path(bearer_token_file) if bearer_token_file is not None else None
         self._basic_auth = basic_auth
         self._sleep = sleep
+        self._surveys: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, SeriesSurvey]] = {}
+        self._survey_failures: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, str]] = {}
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=self.timeout, verify=verify_tls)
 
@@ -231,7 +240,7 @@ class PrometheusSource:
                 return self._attempt(path, form)
             except _Retriable as exc:
                 if attempt >= self.retries:
-                    raise SourceError(f"{exc} (gave up after {attempt + 1} attempts)") from None
+                    raise _GaveUp(f"{exc} (gave up after {attempt + 1} attempts)") from None
                 delay = min(_MAX_BACKOFF, self.backoff * (2**attempt))
                 log.warning("prometheus %s: %s; retrying in %.2fs", self.name, exc, delay)
                 if delay > 0:
@@ -317,6 +326,79 @@ class PrometheusSource:
                     log.debug("prometheus %s: sample at %s is off the requested grid; ignored", self.name, ts)
                     continue
                 row[k] = parse_sample_value(raw)
+
+    # -- survey
+
+    def survey(
+        self, metric: str, matchers: Sequence[tuple[str, str]], end: float, lookback: float
+    ) -> SeriesSurvey:
+        """Label sets from ``/api/v1/series`` over the lookback, and the sample interval from
+        raw samples (an instant query of a range selector) over the shortest probe window that
+        holds enough of them (`detector.frame.survey_series`). A survey that found an interval
+        is reused for `SURVEY_TTL` seconds of evaluation time. Histogram buckets are probed on
+        their ``le="+Inf"`` series only, which keeps the raw query small."""
+        key = (metric, tuple(matchers))
+        hit = self._surveys.get(key)
+        if hit is not None and 0.0 <= end - hit[0] < SURVEY_TTL:
+            return hit[1]
+        failed = self._survey_failures.get(key)
+        if failed is not None and 0.0 <= end - failed[0] < SURVEY_TTL:
+            raise SourceError(failed[1])
+        try:
+            return self._survey(key, end, lookback)
+        except _GaveUp:
+            raise  # down now, maybe not on the next evaluation
+        except SourceError as exc:  # refused (an API without /series or raw queries): stop asking
+            self._survey_failures[key] = (end, f"{exc} (not asked again for {SURVEY_TTL:g}s)")
+            raise
+
+    def _survey(
+        self, key: tuple[str, tuple[tuple[str, str], ...]], end: float, lookback: float
+    ) -> SeriesSurvey:
+        metric, matchers = key
+        sel = selector(metric, tuple(matchers))
+        data = self._call(
+            "/api/v1/series",
+            {"match[]": sel, "start": format_timestamp(end - lookback), "end": format_timestamp(end)},
+        )
+        if not isinstance(data, list):
+            raise SourceError("series query result is not a list")
+        label_sets = sorted(
+            {
+                tuple(sorted((str(k), str(v)) for k, v in item.items() if k != "__name__"))
+                for item in data
+                if isinstance(item, dict)
+            }
+        )
+        probe_sel = sel
+        if metric.endswith("_bucket") and any(("le", "+Inf") in labels for labels in label_sets):
+            probe_sel = selector(metric, tuple(sorted((*matchers, ("le", "+Inf")))))
+        probe: list[tuple[float, list[np.ndarray]]] = []
+        if label_sets:
+            for window in PROBE_WINDOWS:
+                stamps = self._raw_timestamps(probe_sel, window, end)
+                probe.append((window, stamps))
+                if stamps and float(np.median([len(t) for t in stamps])) >= 3:
+                    break
+        result = survey_series(metric, matchers, label_sets, probe)
+        if result.sample_interval is not None:
+            self._surveys[key] = (end, result)
+        return result
+
+    def _raw_timestamps(self, sel: str, window: float, end: float) -> list[np.ndarray]:
+        data = self._call(
+            "/api/v1/query", {"query": f"{sel}[{format_duration(window)}]", "time": format_timestamp(end)}
+        )
+        if not isinstance(data, dict) or data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+            raise SourceError("raw sample query did not return a matrix")
+        out: list[np.ndarray] = []
+        for series in data["result"]:
+            values = series.get("values") if isinstance(series, dict) else None
+            if not isinstance(values, list):
+                raise SourceError("raw sample query result series has no 'values' list")
+            ts = [float(p[0]) for p in values if isinstance(p, list | tuple) and len(p) == 2]
+            out.append(np.sort(np.array(ts, dtype=np.float64)))
+        return out
 
     # -- health
 

@@ -18,6 +18,10 @@ Kinds
 
 Every result is finally multiplied by ``scale`` (e.g. 86400 to turn a per-second
 rate into a per-day figure).
+
+``range`` is a floor, not a promise: data sampled every 5 minutes has one sample in a
+5-minute window, so evaluation widens every window that is not pinned (``pin_range``)
+to four sample intervals (`detector.frame.effective_range`) on every path alike.
 """
 
 from __future__ import annotations
@@ -40,7 +44,10 @@ class Signal:
     by: tuple[str, ...] = ()
     """Output labels, in order. Empty = one platform-wide series."""
     range: float = 300.0
-    """Range-vector window in seconds for rate/increase/histogram kinds."""
+    """Range-vector window in seconds for rate/increase/histogram kinds: a floor that
+    evaluation widens to four sample intervals of the data (`detector.frame.effective_range`)."""
+    pin_range: bool = False
+    """Use `range` exactly, however sparse the data (the pack's ``pin_range: true``)."""
     quantile: float | None = None
     matchers: tuple[tuple[str, str], ...] = ()
     """Equality label matchers applied to the input series, sorted by label."""
@@ -87,6 +94,28 @@ class Signal:
     def platform(self) -> Signal:
         """The platform-wide form (no grouping labels)."""
         return self.with_by(())
+
+    def widened(self, seconds: float) -> Signal:
+        """The same signal with every unpinned range shorter than `seconds` set to `seconds`."""
+        if self.kind == "ratio":
+            assert self.numerator is not None and self.denominator is not None
+            num, den = self.numerator.widened(seconds), self.denominator.widened(seconds)
+            if num is self.numerator and den is self.denominator and (self.pin_range or self.range >= seconds):
+                return self
+            rng = self.range if self.pin_range else max(self.range, seconds)
+            return replace(self, range=rng, numerator=num, denominator=den)
+        if self.pin_range or self.kind == "gauge" or self.range >= seconds:
+            return self
+        return replace(self, range=seconds)
+
+    def selectors(self) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+        """Every (input series name, matchers) this signal selects (histogram kinds expanded)."""
+        if self.kind == "ratio":
+            out: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+            for c in self.children():
+                out.extend(c.selectors())
+            return tuple(dict.fromkeys(out))
+        return tuple((m, self.matchers) for m in self.metrics())
 
     def with_range(self, seconds: float) -> Signal:
         """The same signal over another range window (children included)."""

@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from detector import __version__
-from detector.evidence import TEST_NAMES, ConstraintResult, Evaluation
+from detector.evidence import DIAGNOSIS_REASONS, TEST_NAMES, ConstraintResult, Evaluation
 from detector.pack import DECISIONS, OBSERVABILITY, STATES, Pack
 
 NAN = float("nan")
@@ -142,6 +142,21 @@ class _Families:
         self.missing = g(
             "csf_constraint_inputs_missing", "1 when inputs are missing or stale (state observe).", labels=pc
         )
+        self.diagnosis = g(
+            "csf_constraint_diagnosis",
+            "One-hot: the first reason the constraint cannot be judged (all 0 when it can).",
+            labels=[*pc, "reason"],
+        )
+        self.sample_interval = g(
+            "csf_signal_sample_interval_seconds",
+            "Sample interval learned from the data of the signal or outcome (NaN unknown).",
+            labels=[*pc, "role"],
+        )
+        self.effective_range = g(
+            "csf_signal_effective_range_seconds",
+            "Range window the signal or outcome was evaluated over (>= 4 sample intervals unless pinned).",
+            labels=[*pc, "role"],
+        )
         self.last = g(
             "csf_last_evaluation_timestamp_seconds",
             "Time of the latest evaluation (unix seconds).",
@@ -197,6 +212,12 @@ def _render_constraint(f: _Families, pipeline: str, name: str, c: ConstraintResu
     f.roi.add_metric([pipeline, name], _num(e.roi if e else None))
     f.theta.add_metric([pipeline, name], _num(e.theta if e else None))
     f.missing.add_metric([pipeline, name], 1.0 if c is None or c.missing or c.state == "observe" else 0.0)
+    first = c.diagnoses[0].reason if c is not None and c.diagnoses else None
+    for reason in DIAGNOSIS_REASONS:
+        f.diagnosis.add_metric([pipeline, name, reason], 1.0 if reason == first else 0.0)
+    for w in c.windows if c is not None else ():
+        f.sample_interval.add_metric([pipeline, name, w.role], _num(w.sample_interval))
+        f.effective_range.add_metric([pipeline, name, w.role], w.effective_range)
 
 
 def render(snapshots: Iterable[PipelineSnapshot], version: str = __version__) -> list[Metric]:

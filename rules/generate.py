@@ -22,6 +22,7 @@ with `exporters.alertmanager`, which pushes the same alerts without Prometheus.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from detector.frame import effective_range
 from detector.pack import OBSERVABILITY, Constraint, Pack, ProtocolFloorGuard
 from detector.promql import compile_promql
 from detector.service.config import DEFAULT_EVALUATION_INTERVAL
@@ -341,13 +343,48 @@ def _proxy_rule(ctx: _Ctx, c: Constraint) -> Rule:
 _BLIND_HEAD = f'max by (pipeline) (csf_binding_constraint{{constraint="{OBSERVABILITY}"}} == 1)'
 
 
+REASON_HINTS: dict[str, str] = {
+    "source_unavailable": "the data source did not answer csf",
+    "no_series": "no series matches a selector of the pack: check the metric name and matchers",
+    "label_absent": "a unit label the pack groups by is absent from the data",
+    "bucket_layout_mismatch": "histogram buckets differ between series of one unit (le boundaries per pod)",
+    "too_sparse": "the samples are too far apart for the signal's window",
+    "stale": "the series stopped: check the scrape or the push",
+    "no_common_units": "the outcome has no units in common with the signal",
+    "too_few_points": "too little of the panel has data for the causal tests",
+    "too_little_history": "not enough history yet to tell whether the pressure is sustained",
+    "tests_undecided": "the causal tests cannot decide on this data",
+    "no_data": "a series exists but gives no value",
+}
+"""One line per diagnosis reason (`detector.evidence.DiagnosisReason`), for alert text."""
+
+
+def _reason_text() -> str:
+    """Go template: the constraint's published diagnosis reason (`csf_constraint_diagnosis`,
+    looked up at notification time so a changing reason never restarts the alert's `for`)
+    and what it means; empty when csf publishes none."""
+    chain = "".join(
+        f'{{{{ {"if" if i == 0 else "else if"} eq . "{reason}" }}}}: {hint}'
+        for i, (reason, hint) in enumerate(REASON_HINTS.items())
+    )
+    lookup = (
+        '{{ with printf "topk(1, csf_constraint_diagnosis{pipeline=%q, constraint=%q} == 1)" '
+        "$labels.pipeline $labels.constraint | query }}{{ with (index . 0).Labels.reason }}"
+    )
+    return (
+        lookup + " Diagnosis: {{ . }}" + chain + "{{ end }}"
+        " (full message in csf's /api/v1/status).{{ end }}{{ end }}"
+    )
+
+
 def _gap_rules(ctx: _Ctx, c: Constraint) -> list[Rule]:
     name = c.name
     missing = f'max by (pipeline, constraint) (csf_constraint_inputs_missing{{constraint="{name}"}} == 1)'
     base_text = (
-        f"csf cannot judge {name} on pipeline {_PIPE}: its inputs are missing or older than "
-        f"{format_duration(ctx.pack.windows.staleness)}. Missing inputs are never healthy. "
-        f"Check the source and these series: {_signal_metrics(c)}."
+        f"csf cannot judge {name} on pipeline {_PIPE}: its inputs are missing, stale or unusable "
+        f"(staleness {format_duration(ctx.pack.windows.staleness)}). Missing inputs are never healthy."
+        + _reason_text()
+        + f" Check the source and these series: {_signal_metrics(c)}."
     )
     rules = []
     for kind, op, text in (
@@ -532,13 +569,22 @@ def recording_filename(pack: Pack) -> str:
     return f"csf-{_file_part(pack.name)}-recording.yml"
 
 
-def recording_rules(pack: Pack) -> list[Rule]:
-    """``csf:<constraint>:signal`` / ``csf:<constraint>:outcome`` for every constraint with a signal."""
+def recording_rules(pack: Pack, sample_interval: float | None = None) -> list[Rule]:
+    """``csf:<constraint>:signal`` / ``csf:<constraint>:outcome`` for every constraint with a signal.
+
+    With `sample_interval` (seconds between the platform's samples), unpinned windows are
+    widened to four intervals, exactly as csf does when it evaluates the pack on such data
+    (`detector.frame.effective_range`).
+    """
+    if sample_interval is not None and not (sample_interval > 0 and math.isfinite(sample_interval)):
+        raise ValueError(f"sample interval must be a positive duration, got {sample_interval!r}")
     out: list[Rule] = []
     for c in signal_constraints(pack):
         for what, sig in (("signal", c.signal), ("outcome", c.outcome)):
             if sig is None:
                 continue
+            if sample_interval is not None:
+                sig = sig.widened(effective_range(0.0, sample_interval))
             out.append({"record": f"csf:{_metric_part(c.name)}:{what}", "expr": compile_promql(sig)})
     return sorted(out, key=lambda r: r["record"])
 
@@ -595,13 +641,15 @@ def generate_rules(
     evaluation_interval: float | None = None,
     recording: bool = True,
     min_hold: float = MIN_HOLD,
+    sample_interval: float | None = None,
 ) -> dict[str, str]:
     """filename -> YAML text of every rule file for `pack` (deterministic; sorted by filename).
 
     `evaluation_interval` (seconds) defaults to `csf serve`'s default (60 s); it sets the
     alerts' `for`/`keep_firing_for` (two evaluations, at least `min_hold` = 5m) and the
     CSFEvaluationStale limit (three evaluations). Lower `min_hold` only where simulated
-    time runs faster than the wall clock (end-to-end tests).
+    time runs faster than the wall clock (end-to-end tests). `sample_interval` (seconds)
+    widens the recording rules' windows for data sampled that far apart.
     """
     files = {
         alerts_filename(pack): _dump(
@@ -618,7 +666,7 @@ def generate_rules(
         )
     }
     if recording:
-        rec = recording_rules(pack)
+        rec = recording_rules(pack, sample_interval)
         if rec:
             files[recording_filename(pack)] = _dump(
                 _header(
@@ -657,6 +705,7 @@ def generate_cli(args: Any) -> int:
             runbook_base_url=getattr(args, "runbook_base_url", None),
             job=getattr(args, "job", None) or DEFAULT_JOB,
             evaluation_interval=_interval_seconds(interval),
+            sample_interval=_interval_seconds(getattr(args, "sample_interval", None)),
         )
     except ValueError as exc:
         print(f"csf rules generate: {exc}", file=sys.stderr)

@@ -10,7 +10,17 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.evidence import TEST_NAMES, CausalEvidence, EconomicsResult, MetaReport, Pressure, TestResult
+from detector.evidence import (
+    DIAGNOSIS_REASONS,
+    TEST_NAMES,
+    CausalEvidence,
+    Diagnosis,
+    EconomicsResult,
+    MetaReport,
+    Pressure,
+    SignalWindow,
+    TestResult,
+)
 from detector.pack import DECISIONS, OBSERVABILITY, STATES
 from exporters.prometheus import EvaluationCollector, PipelineSnapshot, ServiceMetrics
 from tests.conftest import make_evaluation, make_pack, make_result, require_binary
@@ -60,7 +70,19 @@ def _evaluation(binding: str | None = "latency", decision: str = "invest"):
         target=float("nan"),
     )
     supply = make_result(
-        "supply", layer="resource", state="observe", decision="observe", missing=("transcode",)
+        "supply",
+        layer="resource",
+        state="observe",
+        decision="observe",
+        missing=("transcode",),
+        diagnoses=(
+            Diagnosis("too_sparse", "signal", "signal transcode: one sample per 5m", "transcode_bucket"),
+            Diagnosis("stale", "outcome", "outcome churn: stale since ...", "churn"),
+        ),
+        windows=(
+            SignalWindow("signal", "transcode", 300.0, 300.0, 300.0, True),
+            SignalWindow("outcome", "churn", None, 3600.0, 3600.0, False),
+        ),
     )
     meta = make_result("meta", layer="meta", state="slack", decision="stop")
     # cold_start is in the pack but absent from the evaluation: it must still be published (as observe)
@@ -201,6 +223,21 @@ def test_constructed_evaluation_is_rendered_per_contract():
     # counters exist at zero for both outcomes before anything happened
     evals = {s.labels["outcome"]: s.value for s in samples["csf_evaluations_total"]}
     assert evals == {"success": 0.0, "error": 0.0}
+
+
+def test_diagnosis_reason_and_windows_are_published():
+    _, samples = _scrape(PipelineSnapshot("default", PACK, _evaluation(), source_up=True))
+    diag = _grid(samples, "csf_constraint_diagnosis", "reason")
+    assert set(diag) == set(PACK.names)
+    assert set(diag["supply"]) == set(DIAGNOSIS_REASONS)
+    assert {r for r, v in diag["supply"].items() if v == 1.0} == {"too_sparse"}  # the first reason only
+    assert sum(diag["latency"].values()) == 0.0
+    assert sum(diag["cold_start"].values()) == 0.0  # absent from the evaluation: observe, no reason known
+    interval = _grid(samples, "csf_signal_sample_interval_seconds", "role")
+    assert interval["supply"]["signal"] == 300.0 and math.isnan(interval["supply"]["outcome"])
+    rng = _grid(samples, "csf_signal_effective_range_seconds", "role")
+    assert rng["supply"] == {"signal": 300.0, "outcome": 3600.0}
+    assert "latency" not in rng  # no windows recorded for it in this evaluation
 
 
 @pytest.mark.parametrize(

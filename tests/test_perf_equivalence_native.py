@@ -295,6 +295,9 @@ def test_evaluation_with_and_without_scope() -> None:
         def query_range(self, *args: object) -> object:
             return self.inner.query_range(*args)  # type: ignore[arg-type]
 
+        def survey(self, *args: object) -> object:
+            return self.inner.survey(*args)  # type: ignore[arg-type]
+
     for t in (data.now, data.now - 3 * 3600.0):
         a = gather_evidence(pack, native.NativeSource(data.store), t)
         b = gather_evidence(pack, NoScope(native.NativeSource(data.store)), t)  # type: ignore[arg-type]

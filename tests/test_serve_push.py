@@ -313,7 +313,8 @@ def test_pushed_samples_are_evaluated_like_the_same_samples_written_directly(tmp
     assert stale.binding == "observability" and stale.decision == "observe"
     stale_latency = next(c for c in stale.constraints if c.name == "latency")
     assert stale_latency.state == "observe"
-    assert any("no fresh data in the last 900s" in m for m in stale_latency.missing)
+    assert [d.reason for d in stale_latency.diagnoses][:2] == ["stale", "stale"]
+    assert any("stale since" in m and "staleness limit 15m" in m for m in stale_latency.missing)
 
 
 # --------------------------------------------------------------------------- end to end
