@@ -251,3 +251,18 @@ def test_a_source_without_survey_is_queried_as_the_pack_says() -> None:
     ev = evidence.get("latency")
     assert ev.windows[0].sample_interval is None and ev.windows[0].effective_range == 300.0
     assert isinstance(decide(pack, evidence, HysteresisState(), EMPTY_META, "t")[0], Evaluation)
+
+
+def test_too_few_panel_points_is_its_own_reason() -> None:
+    """Data for only the last 30 h of a 2-day panel: enough to see the pressure, too little for the tests."""
+
+    def recent(name: str, labels: dict[str, str], ts: np.ndarray, vals: np.ndarray) -> Iterator:
+        keep = ts >= NOW - 30 * 3600
+        yield name, labels, ts[keep], vals[keep]
+
+    pack = _pack()
+    pack = dataclasses.replace(pack, windows=dataclasses.replace(pack.windows, min_coverage=0.9))
+    r = _latency(_store(300.0, recent), pack)
+    assert r.state == "observe"
+    assert _reasons(r) == ["too_few_points"]
+    assert "of the 2-day panel has data (needs 90%)" in r.diagnoses[0].message
