@@ -74,6 +74,17 @@ def _build_parser() -> argparse.ArgumentParser:
     val.add_argument("files", nargs="+")
     show = pack_sub.add_parser("show", help="print the built-in default pack")
     show.set_defaults(files=[])
+    chk = pack_sub.add_parser(
+        "check",
+        help="check a pack against real data: series, units, sample interval, window, coverage, freshness; "
+        "exit 1 when a constraint cannot be judged",
+    )
+    chk.add_argument("--input", default=None, help="OpenMetrics file with timestamps")
+    chk.add_argument("--prometheus-url", default=None, help="Prometheus-compatible query API base URL")
+    chk.add_argument("--pack", default=None, help="pack file (default: the built-in pack)")
+    chk.add_argument("--time", default=None, help="RFC3339 instant to check at (default: newest sample / now)")
+    chk.add_argument("--lookback", default=None, help="override the pack's lookback (e.g. 2d)")
+    chk.add_argument("--format", choices=("table", "json"), default="table")
 
     rules = sub.add_parser("rules", help="Prometheus rule generation")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
@@ -116,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.pack_command == "validate":
             return validate_cli(args.files)
+        if args.pack_command == "check":
+            from detector.packcheck import pack_check_cli
+
+            return pack_check_cli(args)
         return show_cli()
     if args.command == "rules":
         from rules.generate import generate_cli

@@ -97,7 +97,7 @@ def raw_state(pack: Pack, ev: ConstraintEvidence) -> _Raw:
             return _Raw("binding", True, f"analysis overhead {r:.0%} of capacity exceeds {limit:.0%}: the framework itself is the constraint")
         return _Raw("slack", False, f"analysis overhead {r:.0%} of capacity is within {limit:.0%}")
     if ev.missing:
-        return _Raw("observe", False, "cannot judge: missing or stale " + "; ".join(ev.missing))
+        return _Raw("observe", False, "cannot judge: " + "; ".join(ev.missing))
     if not ev.applicable:
         return _Raw("not_applicable", False, ev.applicability_reason)
     p = ev.pressure

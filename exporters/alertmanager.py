@@ -188,11 +188,11 @@ def desired_alerts(
             )
         if r.state == "observe" or r.missing:
             kind = OBSERVABILITY_GAP_PAGE if blind_head else OBSERVABILITY_GAP
-            missing = ", ".join(r.missing) or "unknown inputs"
-            text = (
-                f"csf cannot judge {r.name} on pipeline {pipe}: missing or stale inputs: {missing}. "
-                "Missing inputs are never healthy."
-            )
+            if r.diagnoses:
+                why = "; ".join(f"diagnosis {d.reason}: {d.message}" for d in r.diagnoses)
+            else:
+                why = "missing or stale inputs: " + (", ".join(r.missing) or "unknown inputs")
+            text = f"csf cannot judge {r.name} on pipeline {pipe}: {why}. Missing inputs are never healthy."
             if blind_head:
                 text += (
                     " The published binding constraint is observability: csf cannot name any later "

@@ -65,7 +65,16 @@ def five_minute(tmp_path_factory: pytest.TempPathFactory) -> FiveMinuteFile:
     assert stats.samples == written and stats.rejected == 0
     tsdb = tmp / "tsdb"
     res = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=96h", "-q", str(om), str(tsdb)],
+        [
+            promtool,
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=96h",
+            "-q",
+            str(om),
+            str(tsdb),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -136,3 +145,68 @@ def test_prometheus_gives_the_native_verdict_on_five_minute_data(
     want = native_run[-1].constraint("latency").pressure
     assert want is not None and latency.pressure is not None
     assert latency.pressure.x_now == pytest.approx(want.x_now, rel=1e-9)
+
+
+def test_pack_check_against_prometheus_reports_the_same_interval_and_window(
+    prometheus_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    from detector.cli import main
+    from detector.timefmt import format_time
+
+    at = format_time(TIMES[-1])
+    code = main(
+        [
+            "pack",
+            "check",
+            "--prometheus-url",
+            prometheus_url,
+            "--time",
+            at,
+            "--lookback",
+            "2d",
+            "--format",
+            "json",
+        ]
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["ok"] is True
+    latency = next(c for c in doc["constraints"] if c["name"] == "latency")
+    for role in ("signal", "outcome"):
+        s = next(x for x in latency["signals"] if x["role"] == role)
+        assert (s["sample_interval_seconds"], s["effective_range_seconds"]) == (300.0, 1200.0)
+        assert s["units"] == 9 and s["coverage"] > 0.95
+
+    # a metric the source does not have is named, and the check fails
+    code = main(
+        [
+            "pack",
+            "check",
+            "--prometheus-url",
+            prometheus_url,
+            "--time",
+            at,
+            "--lookback",
+            "2d",
+            "--pack",
+            str(_pack_with_renamed_outcome(capsys, tmp_path)),
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "[no_series]" in text and "video_start_abandons_total" in text
+
+
+def _pack_with_renamed_outcome(capsys: pytest.CaptureFixture[str], tmp: Path) -> Path:
+    from detector.cli import main
+
+    assert main(["pack", "show"]) == 0
+    text = capsys.readouterr().out
+    assert "numerator: {rate: video_start_abandonments_total}" in text
+    renamed = text.replace(
+        "numerator: {rate: video_start_abandonments_total}", "numerator: {rate: video_start_abandons_total}"
+    )
+    path = tmp / "renamed.yaml"
+    path.write_text(renamed, encoding="utf-8")
+    return path
