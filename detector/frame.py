@@ -99,9 +99,16 @@ def describe_selector(metric: str, matchers: Sequence[tuple[str, str]] = ()) -> 
 
 def learn_interval(timestamps: Iterable[np.ndarray]) -> float | None:
     """Median over series of the median spacing of each series' timestamps (None: no series has two)."""
-    per_series = [float(np.median(np.diff(ts))) for ts in timestamps if len(ts) >= 2]
-    if not per_series:
+    by_length: dict[int, list[np.ndarray]] = {}
+    for ts in timestamps:
+        if len(ts) >= 2:
+            by_length.setdefault(len(ts), []).append(ts)
+    if not by_length:
         return None
+    # series scraped together have equal lengths: one vectorised median per length
+    per_series = np.concatenate(
+        [np.median(np.diff(np.stack(group), axis=1), axis=1) for group in by_length.values()]
+    )
     return round(float(np.median(per_series)), 3)
 
 

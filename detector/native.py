@@ -699,14 +699,28 @@ class NativeSource:
         """What the store holds for the selector (`detector.frame.survey_series`): series
         with a real sample in ``(end - lookback, end]``, and their spacing near `end`."""
         label_sets: list[Labels] = []
-        real: list[tuple[np.ndarray, np.ndarray]] = []
-        for view in self._select(metric, matchers).views:
-            ts, vals = _clip(view.timestamps, view.values, end - lookback, end)
-            keep = ~is_stale_marker(vals)
-            if keep.any():
-                label_sets.append(view.labels)
-                real.append((ts[keep], vals[keep]))
-        probe = [(w, [_clip(ts, vals, end - w, end)[0] for ts, vals in real]) for w in PROBE_WINDOWS]
+        stamps: list[np.ndarray] = []
+        lo = end - lookback
+        views = self._select(metric, matchers).views
+        # histogram buckets are probed on their le="+Inf" series, as PrometheusSource does
+        probe_inf = metric.endswith("_bucket") and any(("le", "+Inf") in v.labels for v in views)
+        for view in views:
+            ts = view.timestamps
+            i = int(np.searchsorted(ts, lo, side="right"))
+            j = int(np.searchsorted(ts, end, side="right"))
+            if j <= i or (view.last_stale >= ts[i] and is_stale_marker(view.values[i:j]).all()):
+                continue  # nothing in the lookback, or stale markers only
+            label_sets.append(view.labels)
+            if probe_inf and ("le", "+Inf") not in view.labels:
+                continue
+            # the probe reads at most the longest probe window: cheap however long the lookback
+            k = int(np.searchsorted(ts, end - PROBE_WINDOWS[-1], side="right"))
+            k = max(i, k)
+            t, v = ts[k:j], view.values[k:j]
+            if view.last_stale >= (t[0] if len(t) else math.inf):
+                t = t[~is_stale_marker(v)]
+            stamps.append(t)
+        probe = [(w, [t[np.searchsorted(t, end - w, side="right") :] for t in stamps]) for w in PROBE_WINDOWS]
         return survey_series(metric, matchers, label_sets, probe)
 
     def query_range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
