@@ -405,3 +405,90 @@ def test_tokens_guard_every_write_endpoint_rotate_on_reload_and_never_leak(tmp_p
     for text in [log, *responses]:
         for secret in (TOKEN, NEW_TOKEN, WRONG):
             assert secret not in text
+
+
+# --------------------------------------------------------------------------- refusals a client can read
+
+
+def _urllib_post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """POST with Python's urllib, which writes the whole body before it reads the answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - loopback test server
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_urllib_sending_64_mib_to_remote_write_reads_the_413(tmp_path: Path) -> None:
+    server = start_csf_server(tmp_path)
+    try:
+        server.wait_ready()
+        code, body = _urllib_post(server.url + "/api/v1/write", b"\0" * (64 * 1024 * 1024))
+        assert code == 413
+        assert "exceeds the limit of 16777216 bytes" in body["error"]
+        assert server.get("/healthz").status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+def test_urllib_without_a_token_reads_the_401_of_a_large_body(guarded: Any) -> None:
+    client, echo, denied, _ = guarded
+    base = str(client.http.base_url).rstrip("/")
+    code, body = _urllib_post(base + "/api/v1/write", b"\0" * (8 * 1024 * 1024))
+    assert code == 401 and "missing bearer token" in body["error"]
+    code, body = _urllib_post(
+        base + "/api/v1/write", b"\0" * (8 * 1024 * 1024), {"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert code == 413 and "exceeds the limit of 1024 bytes" in body["error"]
+    assert echo.calls == 0 and denied == ["unauthorized", "too_large"]
+
+
+def test_refused_bodies_are_drained_only_up_to_the_bound() -> None:
+    import asyncio
+
+    from detector.service.auth import DRAIN_BYTES
+
+    chunk = b"\0" * (1024 * 1024)
+
+    def run(headers: list[tuple[bytes, bytes]], chunks: int) -> tuple[int, int, list[tuple[bytes, bytes]]]:
+        read = 0
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal read
+            read += 1
+            return {"type": "http.request", "body": chunk, "more_body": read < chunks}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def app(*_: Any) -> None:
+            raise AssertionError("a refused request must not reach the app")
+
+        mw = SecurityMiddleware(app, policy=lambda: SecurityPolicy(token=None, max_body_bytes=1024))
+        scope = {"type": "http", "method": "POST", "path": "/api/v1/write", "headers": headers}
+        asyncio.run(mw(scope, receive, send))
+        return read, sent[0]["status"], sent[0]["headers"]
+
+    mib = 1024 * 1024
+    n = 20  # a 20 MiB body, declared: read to its end, then 413 on a connection that stays usable
+    read, status, headers = run([(b"content-length", str(n * mib).encode())], n)
+    assert (read, status) == (n, 413) and (b"connection", b"close") not in headers
+    n = 20  # the same, chunked
+    read, status, headers = run([(b"transfer-encoding", b"chunked")], n)
+    assert (read, status) == (n, 413) and (b"connection", b"close") not in headers
+    # larger than the bound: declared -> answered at once; chunked -> read up to the bound, then closed
+    read, status, headers = run([(b"content-length", str(DRAIN_BYTES + mib).encode())], 10_000)
+    assert (read, status) == (0, 413) and (b"connection", b"close") in headers
+    read, status, headers = run([(b"transfer-encoding", b"chunked")], 10_000)
+    assert status == 413 and (b"connection", b"close") in headers
+    assert read * mib <= DRAIN_BYTES + 2 * mib
+    # a client waiting for 100 Continue has not sent its body: answered at once
+    read, status, _ = run([(b"content-length", str(2 * mib).encode()), (b"expect", b"100-continue")], 2)
+    assert (read, status) == (0, 413)

@@ -22,10 +22,17 @@ Rules
   every reload (so a reload rotates it), and is never logged, never shown by the API
   and never part of an error message.
 * **Body limit.** A request body above ``max_body_bytes`` answers ``413`` before the
-  endpoint runs: at once when ``Content-Length`` says so, else while the body is read
+  endpoint runs: as soon as ``Content-Length`` says so, else while the body is read
   (chunked bodies are buffered up to the limit, never beyond). Unauthenticated
-  requests are refused before their body is read. The ingestion endpoints keep their
-  own (lower or equal) limits on top of this one.
+  requests are refused without passing their body on. The ingestion endpoints keep
+  their own (lower or equal) limits on top of this one.
+* **Refusals a client can read.** Many clients (Python's urllib, remote_write senders)
+  write the whole body before they read the answer; a server that answers and closes
+  while they write makes them see "connection reset" instead of the 413/401, and a
+  remote_write sender retries a reset forever. So before a 401/413 the middleware
+  reads and discards the rest of the body, up to `DRAIN_BYTES` in all; a larger body
+  is answered with ``Connection: close`` without further reading. A client that sent
+  ``Expect: 100-continue`` has not sent its body and is answered at once.
 
 Nothing here imports a web framework: `SecurityMiddleware` is a plain ASGI middleware.
 """
@@ -51,6 +58,8 @@ MAX_TOKEN_LENGTH = 4096
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 """Never protected, so that orchestrator probes work without the token."""
+DRAIN_BYTES = 80 * 1024 * 1024
+"""Most bytes of a refused request body read and discarded so the client can read the refusal."""
 _LOG_REPEAT_SECONDS = 60.0
 _LOG_MEMORY = 1024
 
@@ -209,7 +218,9 @@ Denied = Callable[[str], None]
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, read: int) -> None:
+        super().__init__(read)
+        self.read = read
 
 
 class SecurityMiddleware:
@@ -237,13 +248,15 @@ class SecurityMiddleware:
             if not token_matches(presented, policy.token):
                 what = "missing" if presented is None else "invalid"
                 self._denied(scope, "unauthorized", f"{what} bearer token")
+                drained = await _drain_body(receive, headers)
                 await _respond(
                     send,
                     401,
                     f"{what} bearer token: this endpoint requires 'Authorization: Bearer <token>'",
                     {
                         "www-authenticate": 'Bearer realm="csf"'
-                        + ("" if what == "missing" else ', error="invalid_token"')
+                        + ("" if what == "missing" else ', error="invalid_token"'),
+                        **({} if drained else {"connection": "close"}),
                     },
                 )
                 return
@@ -258,7 +271,13 @@ class SecurityMiddleware:
                 return
             if size > limit:
                 self._denied(scope, "too_large", f"declared body of {size} bytes")
-                await _respond(send, 413, f"request body of {size} bytes exceeds the limit of {limit} bytes")
+                drained = await _drain_body(receive, headers)
+                await _respond(
+                    send,
+                    413,
+                    f"request body of {size} bytes exceeds the limit of {limit} bytes",
+                    None if drained else {"connection": "close"},
+                )
                 return
             await self.app(scope, receive, send)  # the server delivers at most Content-Length bytes
             return
@@ -267,9 +286,15 @@ class SecurityMiddleware:
             return
         try:
             body_messages = await _buffer(receive, limit)
-        except _TooLarge:
+        except _TooLarge as exc:
             self._denied(scope, "too_large", "streamed body")
-            await _respond(send, 413, f"request body exceeds the limit of {limit} bytes")
+            drained = await _drain_body(receive, headers, already=exc.read)
+            await _respond(
+                send,
+                413,
+                f"request body exceeds the limit of {limit} bytes",
+                None if drained else {"connection": "close"},
+            )
             return
         await self.app(scope, _replay(body_messages, receive), send)
 
@@ -321,9 +346,41 @@ async def _buffer(receive: Receive, limit: int) -> list[Message]:
             return messages
         size += len(message.get("body", b""))
         if size > limit:
-            raise _TooLarge
+            if not message.get("more_body", False):
+                raise _TooLarge(-1)  # the whole body is read already
+            raise _TooLarge(size)
         if not message.get("more_body", False):
             return messages
+
+
+async def _drain_body(receive: Receive, headers: Mapping[str, str], already: int = 0) -> bool:
+    """Read and discard the rest of the request body, up to `DRAIN_BYTES` in all.
+
+    True when the whole body was read (the connection may stay open), False when the
+    client waits for ``100 Continue`` or the body is larger than the bound.
+    `already` (-1: the body is complete) counts bytes read before the call.
+    """
+    if already < 0:
+        return True
+    if "100-continue" in headers.get("expect", "").lower():
+        return False
+    declared = headers.get("content-length")
+    if declared is not None and declared.strip().isdigit():
+        if int(declared) > DRAIN_BYTES:
+            return False
+        if int(declared) == 0:
+            return True
+    elif "transfer-encoding" not in headers:
+        return True  # no body
+    size = already
+    while size <= DRAIN_BYTES:
+        message = await receive()
+        if message.get("type") != "http.request":
+            return False  # the client went away
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return size <= DRAIN_BYTES
+    return False
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
