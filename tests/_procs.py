@@ -25,6 +25,7 @@ import pytest
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
+VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 
 
 def require_binary(path: str) -> str:
@@ -115,6 +116,104 @@ class PrometheusProcess:
         self._log.close()
 
     def __enter__(self) -> PrometheusProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class VictoriaMetricsProcess:
+    """A real single-node VictoriaMetrics on 127.0.0.1:<random port> (Debian's victoria-metrics).
+
+    Flags: ``-retentionPeriod=100y`` keeps the tests' old timestamps;
+    ``-search.latencyOffset=0s`` and ``-search.disableCache`` make a query at time t see
+    every sample up to t and compute every answer from the raw data, as a test over
+    backfilled history needs; ``-search.maxStalenessInterval=5m`` gives instant selectors
+    Prometheus' 5-minute lookback (VictoriaMetrics would otherwise derive it from the
+    data's own interval).
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        binary = require_binary(VICTORIA_METRICS)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.log_path = tmp / "victoria-metrics.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-storageDataPath={tmp / 'vm-data'}",
+                "-retentionPeriod=100y",
+                "-search.latencyOffset=0s",
+                "-search.disableCache",
+                "-search.maxStalenessInterval=5m",
+                "-loggerLevel=WARN",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"victoria-metrics exited with {self.proc.returncode}: {self.log_tail()}")
+            return httpx.get(self.url + "/health", timeout=1.0).status_code == 200
+
+        wait_until(ready, timeout, 0.1, "victoria-metrics /health")
+
+    def import_store(self, store: Any, batch_series: int = 200) -> int:
+        """Import every series of a `SampleStore` (JSON-lines import API); returns the samples sent.
+
+        Waits, bounded, until a query sees every series."""
+        import json
+
+        lines: list[str] = []
+        total = series = 0
+        with httpx.Client(timeout=120.0) as client:
+
+            def flush() -> None:
+                if lines:
+                    r = client.post(self.url + "/api/v1/import", content="\n".join(lines).encode())
+                    assert r.status_code == 204, r.text[:500]
+                    lines.clear()
+
+            for name in store.names():
+                for labels, ts, vals in store.select(name):
+                    metric = {"__name__": name, **dict(labels)}
+                    stamps = [int(round(t * 1000)) for t in ts]
+                    lines.append(json.dumps({"metric": metric, "values": vals.tolist(), "timestamps": stamps}))
+                    total += len(ts)
+                    series += 1
+                    if len(lines) >= batch_series:
+                        flush()
+            flush()
+            assert client.get(self.url + "/internal/force_flush").status_code == 200
+
+            def visible() -> bool:
+                r = client.get(self.url + "/api/v1/series/count")
+                return r.status_code == 200 and int(r.json()["data"][0]) >= series
+
+            wait_until(visible, 60.0, 0.2, f"victoria-metrics to index {series} series")
+        return total
+
+    def log_tail(self, n: int = 3000) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+    def __enter__(self) -> VictoriaMetricsProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
