@@ -54,6 +54,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=9467)
     sim.add_argument("--speed", type=float, default=1.0)
     sim.add_argument("--list", action="store_true", help="list scenarios and exit")
+    shape = sim.add_argument_group("real-world shapes (with --output)")
+    shape.add_argument("--pods", type=int, default=0, help="split counters/histograms across N pods (instance/job/pod)")
+    shape.add_argument("--lost-scrapes", type=float, default=0.0, help="probability that a target's scrape is lost")
+    shape.add_argument("--late-unit", default=None, help="a unit that joins late, e.g. 'region=apac@2d'")
+    shape.add_argument(
+        "--counter-reset", action="append", default=None, help="pod 0 restarts this long after the start (repeatable)"
+    )
 
     bt = sub.add_parser("backtest", help="replay the evaluation over recorded data")
     bt.add_argument("--input", help="OpenMetrics file with timestamps")

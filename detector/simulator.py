@@ -1285,7 +1285,13 @@ def simulate_cli(args: Any) -> int:
         err.write("csf simulate: nothing to do: pass --output FILE, --serve or --list\n")
         return 2
     from detector.openmetrics import write_openmetrics
+    from detector.simshape import ShapedSimulator, shape_from_args
 
+    try:
+        shape = shape_from_args(args, parse_duration)
+    except ValueError as exc:
+        err.write(f"csf simulate: {exc}\n")
+        return 2
     span = days * DAY
     lead = parse_duration(getattr(args, "history", None) or 0)
     if start is None:
@@ -1294,7 +1300,7 @@ def simulate_cli(args: Any) -> int:
     # backtest with that lookback can evaluate from the scenario's first day.
     origin = start + lead
     sim = Simulator(spec, args.seed, origin=origin, interval=interval, history=DEFAULT_HISTORY_S + lead)
-    series = sim.generate(start, origin + span)
+    series = ShapedSimulator(sim, shape).generate(start, origin + span)
     span += lead
     if args.output == "-":
         n = write_openmetrics(out, series, help=METRIC_HELP)
