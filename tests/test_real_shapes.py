@@ -233,3 +233,112 @@ def _pack_with_renamed_outcome(capsys: pytest.CaptureFixture[str], tmp: Path) ->
     path = tmp / "renamed.yaml"
     path.write_text(renamed, encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- known answers, real shapes
+# The latency scenario as a real deployment sends it: three pods per series (instance/job/pod
+# labels), 8% of every target's scrapes lost, region apac joining 3 h in, pod 0 restarting
+# 8 h in. The default pack, unchanged but for a 12 h lookback and its first two constraints
+# (the data holds only their metrics), must find latency binding with causal evidence at
+# 15 s, 60 s and 5 min, natively and through a real Prometheus, with the same verdicts.
+
+from detector.simshape import Shape, ShapedSimulator  # noqa: E402
+
+SHAPE = Shape(
+    pods=3,
+    lost_scrape_ratio=0.08,
+    late_unit=(("region", "apac"),),
+    late_after=3 * 3600.0,
+    counter_resets=(8 * 3600.0,),
+)
+SHAPED_HOURS = 14
+SHAPED_ORIGIN = 1_700_000_100.0
+
+
+def _shaped_pack() -> Pack:
+    pack = default_pack()
+    keep = []
+    for c in pack.constraints:
+        if c.name in ("latency", "protocol"):
+            keep.append(c)
+        elif c.name == "meta":
+            keep.append(dataclasses.replace(c, predecessors=("protocol",)))
+    windows = dataclasses.replace(pack.windows, lookback=12 * 3600.0)
+    return dataclasses.replace(pack, windows=windows, constraints=tuple(keep))
+
+
+def _shaped_data(interval: float, path: Path) -> SampleStore:
+    sim = Simulator("latency_binding", 17, origin=SHAPED_ORIGIN, interval=interval)
+    shaped = ShapedSimulator(sim, SHAPE)
+    wanted = ("video_start", "daily_active_users")
+    series = (
+        chunk
+        for chunk in shaped.generate(SHAPED_ORIGIN, SHAPED_ORIGIN + SHAPED_HOURS * 3600)
+        if chunk[0].startswith(wanted)
+    )
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        write_openmetrics(fh, series, help=METRIC_HELP)
+    store = SampleStore(retention=None)
+    stats = load_openmetrics(path, store)
+    assert stats.rejected == 0
+    return store
+
+
+@pytest.mark.parametrize("interval", [15.0, 60.0, 300.0], ids=["15s", "60s", "5m"])
+def test_known_answer_on_real_shapes_native_and_prometheus(interval: float, tmp_path: Path) -> None:
+    promtool = require_binary(PROMTOOL)
+    om = tmp_path / "shaped.om"
+    store = _shaped_data(interval, om)
+    labels = {k for name in store.names() for lbl, _, _ in store.select(name) for k, _ in lbl}
+    assert {"instance", "job", "pod"} <= labels
+    now = SHAPED_ORIGIN + SHAPED_HOURS * 3600 - 43.0  # off every sample grid
+    times = [now - 3 * 3600, now - 2 * 3600, now - 3600, now]
+    pack = _shaped_pack()
+    native = Pipeline("shapes", pack, NativeSource(store)).replay(times)
+
+    last = native[-1]
+    latency = last.constraint("latency")
+    assert last.binding == "latency" and last.decision == "invest", latency.explanation
+    assert latency.causal is not None and latency.causal.verdict == "causal"
+    assert latency.diagnoses == ()
+    want_range = max(300.0, 4 * interval)
+    assert [(w.sample_interval, w.effective_range) for w in latency.windows] == [(interval, want_range)] * 2
+    assert {dict(u).get("region") for u in _panel_units(store, pack, now)} == {"us", "eu", "apac"}
+
+    tsdb = tmp_path / "tsdb"
+    res = subprocess.run(
+        [
+            promtool,
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "--max-block-duration=24h",
+            "-q",
+            str(om),
+            str(tsdb),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    om.unlink()
+    with PrometheusProcess(
+        tmp_path / "prom",
+        "global:\n  scrape_interval: 1m\n",
+        data_dir=tsdb,
+        extra_args=("--storage.tsdb.retention.time=10y",),
+    ) as proc:
+        proc.wait_ready(60)
+        with PrometheusSource(proc.url, timeout=60) as source:
+            prom = Pipeline("shapes", pack, source).replay(times)
+    assert _verdicts(prom) == _verdicts(native)
+    windows = [(w.sample_interval, w.effective_range) for w in prom[-1].constraint("latency").windows]
+    assert windows == [(interval, want_range)] * 2
+
+
+def _panel_units(store: SampleStore, pack: Pack, now: float) -> tuple:
+    latency = next(c for c in pack.constraints if c.name == "latency")
+    assert latency.signal is not None
+    frame = NativeSource(store).query_range(latency.signal.widened(1200.0), now - 3600, now, 300.0)
+    return frame.units
