@@ -119,6 +119,28 @@ def test_native_path_finds_the_latency_problem_in_five_minute_data(native_run: l
     assert all(not c.missing for c in last.constraints)
 
 
+def test_backtest_input_cli_gives_the_same_verdicts(
+    five_minute: FiveMinuteFile, native_run: list[Evaluation], tmp_path: Path
+) -> None:
+    import json
+
+    from detector.cli import main
+    from detector.timefmt import format_time
+
+    out = tmp_path / "bt.json"
+    argv = ["backtest", "--input", str(five_minute.path), "--lookback", "2d", "--every", "4h"]
+    argv += ["--start", format_time(TIMES[0]), "--end", format_time(TIMES[-1]), "--format", "json", "-o", str(out)]
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    evaluations = doc["evaluations"]
+    assert [e["binding"] for e in evaluations] == [e.binding for e in native_run]
+    assert [[c["state"] for c in e["constraints"]] for e in evaluations] == [
+        [c.state for c in e.constraints] for e in native_run
+    ]
+    windows = evaluations[-1]["constraints"][0]["windows"]
+    assert [(w["sample_interval_seconds"], w["effective_range_seconds"]) for w in windows] == [(300.0, 1200.0)] * 2
+
+
 @pytest.fixture(scope="module")
 def prometheus_url(five_minute: FiveMinuteFile, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("five-minute-prometheus")

@@ -186,6 +186,37 @@ def test_recording_rules_compile_the_pack_signals(files: dict[str, str]) -> None
     assert "csf:meta:signal" not in records
 
 
+def test_recording_rules_widen_windows_for_the_sample_interval(tmp_path: Path) -> None:
+    files = generate_rules(default_pack(), sample_interval=300.0)
+    (name,) = [n for n in files if n.endswith("-recording.yml")]
+    exprs = [r["expr"] for g in yaml.safe_load(files[name])["groups"] for r in g["rules"]]
+    windows = {w for e in exprs for w in re.findall(r"\[([0-9a-z]+)\]", e)}
+    assert windows == {"20m", "1h"}  # 5m -> 4 x 5m; the 1h churn window is already wider
+    assert all("[5m]" not in e for e in exprs)
+    # 15 s and 60 s data keep the pack's 5m
+    exprs60 = yaml.safe_load(generate_rules(default_pack(), sample_interval=60.0)[name])["groups"][0]["rules"]
+    assert {w for r in exprs60 for w in re.findall(r"\[([0-9a-z]+)\]", r["expr"])} == {"5m", "1h"}
+    with pytest.raises(ValueError, match="sample interval must be a positive duration"):
+        generate_rules(default_pack(), sample_interval=0.0)
+    # the CLI flag, and promtool accepts the result
+    (tmp_path / "out").mkdir()
+    args = argparse.Namespace(
+        pack=None,
+        output_dir=str(tmp_path / "out"),
+        runbook_base_url=None,
+        job=None,
+        evaluation_interval=None,
+        sample_interval="5m",
+    )
+    assert generate_cli(args) == 0
+    text = (tmp_path / "out" / name).read_text()
+    assert "[20m]" in text and "[5m]" not in text
+    res = subprocess.run(
+        [_promtool(), "check", "rules", str(tmp_path / "out" / name)], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 # --------------------------------------------------------------------------- runbooks
 
 
