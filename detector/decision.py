@@ -360,7 +360,10 @@ def decide(
     if published and published != OBSERVABILITY and new_state.entry_revenue and not changed:
         rev = _revenue(by_name[published])
         if rev > 0 and abs(rev - new_state.entry_revenue) / new_state.entry_revenue > pack.economics.drift_threshold:
-            triggers = (*triggers, f"{published}:parameter_drift")
+            drift = f"{published}:parameter_drift"
+            triggers = (*triggers, drift)
+            # the binding constraint's own result carries it too, like its other triggers
+            results = [replace(r, triggers=(*r.triggers, drift)) if r.name == published else r for r in results]
     evaluation = Evaluation(
         pipeline=pipeline,
         time=evidence.time,

@@ -292,3 +292,24 @@ def test_beyond_target_on_a_sparse_panel_is_observe():
     ev, _ = decide(pack, EvidenceSet(time=0.0, constraints=(calm, *(_ev(c, 0.5) for c in pack.constraints[1:]))),
                    HysteresisState(), META)
     assert ev.constraint("a").state == "slack"
+
+
+def test_parameter_drift_reaches_the_binding_constraints_own_triggers():
+    """Revenue at risk of the published binding moving > 25% from its value at entry is a
+    trigger of the evaluation AND of that constraint's result."""
+    pack = _pack(enter=1)
+    a = pack.constraints[0]
+
+    def evidence(t: float, roi: float) -> EvidenceSet:
+        rest = tuple(_ev(c, 0.5) for c in pack.constraints[1:])
+        return EvidenceSet(time=t, constraints=(_ev(a, 1.5, roi=roi), *rest))
+
+    state = HysteresisState()
+    first, state = decide(pack, evidence(0.0, 10.0), state, META)
+    assert first.binding == "a" and not any("parameter_drift" in t for t in first.triggers)
+    steady, state = decide(pack, evidence(1.0, 11.0), state, META)  # +10%: no drift
+    assert not any("parameter_drift" in t for t in steady.triggers)
+    drifted, state = decide(pack, evidence(2.0, 14.0), state, META)  # +40% revenue at risk
+    assert "a:parameter_drift" in drifted.triggers
+    assert "a:parameter_drift" in drifted.constraint("a").triggers
+    assert all("parameter_drift" not in t for c in drifted.constraints if c.name != "a" for t in c.triggers)
