@@ -69,18 +69,23 @@ def test_sequence_binding_follows_the_played_timeline(sequence_run):
     assert seen == ["latency", "protocol", "supply", "cold_start", "consistency"]
 
 
-def test_sequence_never_invests_in_healthy_or_proxy_periods(sequence_run):
+def test_sequence_never_invests_in_healthy_periods(sequence_run):
+    """Healthy phases (one day after they start) never invest; whatever invests is a causal binding.
+
+    The played sequence has no proxy period: proxies are checked where they occur, in
+    `test_confounded_scenario_is_a_proxy_and_never_paged`."""
     evaluations, _ = sequence_run
+    healthy = 0
     for ev in evaluations:
         p = _phase("sequence", ev.time)
         if p is not None and p.expected_binding is None and ev.time - ORIGIN - p.start_offset_s >= DAY:
+            healthy += 1
             assert ev.decision != "invest", (p.name, ev.explanation)
         for c in ev.constraints:
-            if c.state == "proxy":
-                assert c.decision == "investigate"
             if c.decision == "invest":
                 assert c.state == "binding"
                 assert c.causal is not None and c.causal.verdict == "causal"
+    assert healthy >= 12, healthy  # the claim is checked on real healthy evaluations
 
 
 def test_sequence_decisions_follow_the_economics(sequence_run):
@@ -137,6 +142,10 @@ def test_confounded_scenario_is_a_proxy_and_never_paged():
     assert "within_unit" in latency.causal.failed
     assert all(e.decision != "invest" for e in evaluations)
     assert all(e.binding != "latency" for e in evaluations)
+    proxies = [c for e in evaluations for c in e.constraints if c.state == "proxy"]
+    assert len(proxies) >= 3  # the proxy branch is reached on several evaluations
+    for c in proxies:
+        assert c.decision == "investigate" and c.decision != "invest"
 
 
 def test_missing_outcome_makes_observability_not_healthy():
