@@ -28,15 +28,35 @@ PROMTOOL = "/usr/bin/promtool"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 
 
-def require_binary(path: str) -> str:
-    """The binary's path; skip (locally) or fail (CI=true) when it is not installed."""
-    found = (
-        path if os.path.isfile(path) and os.access(path, os.X_OK) else shutil.which(os.path.basename(path))
-    )
-    if found:
-        return found
-    reason = f"{path} is not installed (Debian package: {os.path.basename(path)})"
-    if os.environ.get("CI", "").lower() == "true":
+DEBIAN_PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
+    "victoria-metrics": "victoria-metrics",
+    "chromium": "chromium",
+}
+
+
+def in_ci() -> bool:
+    """CI=true (any case) makes a missing binary a failure instead of a skip."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def require_binary(name: str) -> str:
+    """Path of an external binary (a name, or a path such as /usr/bin/promtool).
+
+    Looks at the path itself, then PATH, then /usr/bin. Missing: skip with the Debian
+    package to install, or FAIL when CI=true (CI must have every binary).
+    """
+    base = os.path.basename(name)
+    for candidate in (name if os.sep in name else None, shutil.which(base), f"/usr/bin/{base}"):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    package = DEBIAN_PACKAGES.get(base, base)
+    reason = f"{base} is not installed (Debian package {package!r}; scripts/install-system-deps installs it)"
+    if in_ci():
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
 

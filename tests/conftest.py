@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,32 +16,24 @@ import pytest
 
 from detector.evidence import ConstraintResult, Evaluation, MetaReport
 from detector.pack import Constraint, Pack
+from tests._procs import free_port, in_ci, require_binary  # noqa: F401 - re-exported to the tests
 
 READY_TIMEOUT = 60.0
 """Upper bound for a service to answer /readyz 200."""
 STOP_TIMEOUT = 30.0
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.needs_binary("promtool")``: skip locally / fail under CI=true when missing."""
+    for mark in item.iter_markers(name="needs_binary"):
+        for name in mark.args:
+            require_binary(name)
 
 
-def require_binary(name: str) -> str:
-    """Path of an external binary; skips when missing locally, FAILS when CI=true."""
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)
-    if path is None:
-        message = f"binary {name!r} not found on PATH or in /usr/bin"
-        if in_ci():
-            pytest.fail(f"{message} (required when CI=true)")
-        pytest.skip(message)
-    return path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def binary() -> Callable[[str], str]:
+    """``binary("promtool")`` -> its path; skips locally, fails under CI=true when missing."""
+    return require_binary
 
 
 @pytest.fixture

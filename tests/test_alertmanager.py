@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -40,6 +38,7 @@ from detector.evidence import (
 from detector.packload import default_pack
 from exporters.alertmanager import AlertmanagerPusher, desired_alerts, format_rfc3339, humanize
 from rules.generate import DEFAULT_RUNBOOK_BASE_URL, generate_rules
+from tests._procs import free_port, require_binary
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 ROOT = Path(__file__).resolve().parents[1]
@@ -388,21 +387,7 @@ def test_rejects_bad_arguments() -> None:
 
 
 def _require_alertmanager() -> str:
-    if os.path.isfile(ALERTMANAGER) and os.access(ALERTMANAGER, os.X_OK):
-        return ALERTMANAGER
-    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if found:
-        return found
-    reason = f"{ALERTMANAGER} is not installed (Debian package prometheus-alertmanager)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return require_binary(ALERTMANAGER)
 
 
 def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -454,7 +439,7 @@ class _Alertmanager:
 
     def __init__(self, tmp: Path, webhook_url: str) -> None:
         self.binary = _require_alertmanager()
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp / "alertmanager.yml"
         self.storage = tmp / "am-data"

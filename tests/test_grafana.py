@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from detector.packload import default_pack
 from exporters.grafana import build_dashboard, panel_queries, render
+from tests._procs import require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "deploy/grafana/dashboards/csf-microlearning-video.json"
@@ -52,11 +50,7 @@ def test_dashboard_structure():
 
 
 def test_every_panel_query_parses_with_promtool(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required under CI=true (Debian package prometheus)")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
+    promtool = require_binary("promtool")
     queries = panel_queries(build_dashboard(default_pack()))
     rules = {"groups": [{"name": "dashboard", "rules": [
         {"record": f"csf:dashboard_query_{i}", "expr": expr} for i, (_, expr) in enumerate(queries)]}]}

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from detector.native import (
 from detector.promql import compile_promql
 from detector.signals import Signal
 from detector.store import STALE_NAN, SampleStore, is_stale_marker
+from tests._procs import require_binary
 
 
 def _store(*series: tuple[str, dict[str, str], list[float], list[float]]) -> SampleStore:
@@ -449,12 +448,7 @@ PROMTOOL = "/usr/bin/promtool"
 
 
 def _promtool_or_skip() -> str:
-    path = PROMTOOL if os.path.exists(PROMTOOL) else shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required when CI=true")
-        pytest.skip("promtool not installed")
-    return path
+    return require_binary("promtool")
 
 
 _GOT = re.compile(r"got:\s*\[?(.*?)\]?\s*$", re.MULTILINE)

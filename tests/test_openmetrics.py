@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import shutil
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +21,7 @@ from detector.openmetrics import (
     write_openmetrics,
 )
 from detector.simulator import METRIC_HELP, Simulator
+from tests._procs import require_binary
 
 T0 = 1_790_000_000.0
 PROMTOOL = "/usr/bin/promtool"
@@ -149,12 +148,7 @@ def test_writer_rejects_ungrouped_or_unordered_input() -> None:
 
 
 def _require_promtool() -> str:
-    path = shutil.which("promtool") or (PROMTOOL if os.path.exists(PROMTOOL) else None)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required in CI but was not found")
-        pytest.skip("promtool not installed (needed to check the file is accepted by Prometheus)")
-    return path
+    return require_binary("promtool")
 
 
 @pytest.mark.needs_binary("promtool")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from detector.promql import compile_promql, format_number, quote_string, selector
 from detector.signals import Signal
+from tests._procs import require_binary
 
 LATENCY = Signal(
     "histogram_quantile", "video_start_latency_seconds", by=("region", "device_tier"), quantile=0.95
@@ -199,12 +198,7 @@ def test_keyword_metric_names_select_by_name() -> None:
 
 
 def _promtool() -> str:
-    path = "/usr/bin/promtool" if os.path.exists("/usr/bin/promtool") else shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required when CI=true")
-        pytest.skip("promtool not installed (/usr/bin/promtool); set CI=true to make this a failure")
-    return path
+    return require_binary("promtool")
 
 
 def _all_expressions() -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from rules.generate import (
     generate_cli,
     generate_rules,
 )
+from tests._procs import require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ROOT / "rules" / "generated"
@@ -33,16 +33,7 @@ URL_ANNOTATIONS = ("runbook_url", "constraint_runbook_url", "alert_runbook_url")
 
 
 def _promtool() -> str:
-    if os.path.exists(PROMTOOL) and os.access(PROMTOOL, os.X_OK):
-        return PROMTOOL
-    found = shutil.which("promtool")
-    if found:
-        return found
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"promtool is required in CI but {PROMTOOL} is missing")
-    pytest.skip(
-        f"promtool not installed ({PROMTOOL} missing); install the 'prometheus' package to run this test"
-    )
+    return require_binary(PROMTOOL)
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
