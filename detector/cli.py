@@ -5,12 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from detector import __version__
 
 
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching: `--output` is never taken for `--output-dir`. Sub-parsers inherit
+    the class (argparse builds them with the parent's type)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="csf", description="Constraint-sequence detector")
+    p = _Parser(prog="csf", description="Constraint-sequence detector")
     p.add_argument("--version", action="version", version=f"csf {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

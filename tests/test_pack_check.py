@@ -86,3 +86,19 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "exactly one of --input FILE or --prometheus-url URL" in capsys.readouterr().err
     assert main(["pack", "check", "--input", str(tmp_path / "absent.om")]) == 2
     assert "absent.om" in capsys.readouterr().err
+
+
+def test_no_command_takes_an_abbreviated_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--output x.json` was once taken as `--output-dir`; prefixes are refused everywhere."""
+    from detector.cli import _build_parser
+
+    parser = _build_parser()
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["dashboards", "generate", "--output", "x.json"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --output x.json" in capsys.readouterr().err
+    for argv in (["backtest", "--prom", "http://x"], ["serve", "--evaluation", "5s"], ["simulate", "--scen", "healthy"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    # full names still work
+    assert parser.parse_args(["dashboards", "generate", "--output-dir", "d"]).output_dir == "d"
