@@ -246,6 +246,15 @@ def _constraint_decision(pack: Pack, ev: ConstraintEvidence) -> tuple[str, str]:
         return "invest", f"ROI {roi:.1f}x clears theta {e.theta:.1f} ({_money(e.revenue_at_risk)} at risk)"
     if e.exception:
         return "invest", f"ROI {_fmt_ratio(roi)}x is below theta {e.theta:.1f}, but {e.exception}: {e.exception_reason}"
+    if roi is None:
+        if ev.constraint.economics.model == "none":
+            # A proven bottleneck the pack gives no revenue model: page it, say what is unknown.
+            return "investigate", (
+                "proven bottleneck without a revenue model (economics: none): csf cannot say whether relieving "
+                "it pays; relieve it, or add an economics model to weigh it against theta "
+                f"{e.theta:.1f}"
+            )
+        return "defer", "ROI cannot be computed (an economics input has no value): cannot justify spending yet"
     return "defer", (
         f"ROI {_fmt_ratio(roi)}x is below theta {e.theta:.1f} with no exception: "
         f"it pays once ROI reaches {e.theta:.1f}"
@@ -416,8 +425,8 @@ def _system_decision(
         extra = f"; beyond target but unproven: {', '.join(proxies)} (investigate)" if proxies else ""
         return "stop", f"healthy: nothing is binding, optimisation paused until conditions change{extra}"
     binding = next(r for r in results if r.name == published)
-    if binding.decision == "invest":
-        return "invest", f"{published} is the binding constraint: {binding.explanation}"
+    if binding.decision in ("invest", "investigate"):
+        return binding.decision, f"{published} is the binding constraint: {binding.explanation}"
     rois = [r.economics.roi for r in results if r.economics and r.economics.roi is not None]
     theta = binding.economics.theta if binding.economics else pack.economics.base_theta
     any_exception = any(r.economics and r.economics.exception for r in results)

@@ -130,6 +130,13 @@ def _binding_description(pipeline: str, r: ConstraintResult) -> str:
     p = r.pressure
     e = r.economics
     ce = r.causal
+    if r.decision == "investigate":  # binding, proven, no revenue model: whether it pays is unknown
+        return (
+            f"{r.name} (layer {r.layer}) is the published binding constraint of pipeline {pipeline}. "
+            f"Pressure {_fmt(p.ratio if p else None)}x target (target {_fmt(r.target, 'g')}), "
+            f"{ce.passed if ce else 'unknown'}/5 causal tests passed (Gamma* {_fmt(ce.gamma if ce else None)}). "
+            f"{r.explanation}"
+        )
     return (
         f"{r.name} (layer {r.layer}) is the published binding constraint of pipeline {pipeline} and csf's "
         f"decision is invest. Pressure {_fmt(p.ratio if p else None)}x target (target {_fmt(r.target, 'g')}), "
@@ -168,7 +175,7 @@ def desired_alerts(
         if r.name in meta_names:
             continue
         curl = _constraint_url(pack, base, r.name)
-        if evaluation.binding == r.name and r.decision == "invest":
+        if evaluation.binding == r.name and r.decision in ("invest", "investigate"):
             out[_labels(BINDING, pipe, r.name)] = _annotations(
                 BINDING,
                 pipe,

@@ -287,22 +287,36 @@ class _Ctx:
 
 def _binding_rule(ctx: _Ctx, c: Constraint) -> Rule:
     name = c.name
+    # a constraint without a revenue model pages on 'investigate': proven, but whether it pays is unknown
+    no_model = c.economics.model == "none"
+    decision = 'decision=~"invest|investigate"' if no_model else 'decision="invest"'
     expr = (
         "max by (pipeline, constraint) (\n"
         f'  csf_binding_constraint{{constraint="{name}"}} == 1\n'
         "  and ignoring (decision)\n"
-        f'  csf_constraint_decision{{constraint="{name}", decision="invest"}} == 1\n'
+        f'  csf_constraint_decision{{constraint="{name}", {decision}}} == 1\n'
         ")\n"
     )
-    description = (
-        f"{name} (layer {c.layer}) is the published binding constraint of pipeline {_PIPE} and csf's decision is "
-        f"invest. Pressure {_live('csf_constraint_pressure_ratio')}x target (target {_num(c.target)}, "
+    causal = (
+        f"Pressure {_live('csf_constraint_pressure_ratio')}x target (target {_num(c.target)}, "
         f"{c.direction.replace('_', ' ')}), {_live('csf_constraint_causal_tests_passed', _INT)}/5 "
-        f"causal tests passed (Gamma* {_live('csf_constraint_sensitivity_gamma')}), revenue at risk "
-        f"${_live('csf_constraint_annual_revenue_at_risk_dollars', 'humanize')}/year, ROI "
-        f"{_live('csf_constraint_roi_ratio')}x against threshold {_live('csf_constraint_roi_threshold_ratio')}x. "
-        "Work on any other constraint is wasted until this one is relieved."
+        f"causal tests passed (Gamma* {_live('csf_constraint_sensitivity_gamma')})"
     )
+    if no_model:
+        description = (
+            f"{name} (layer {c.layer}) is the published binding constraint of pipeline {_PIPE}. {causal}. "
+            "The pack gives it no revenue model (economics: none), so csf cannot say whether relieving it "
+            "pays (decision investigate): relieve it, or add an economics model. "
+            "Work on any other constraint is wasted until this one is relieved."
+        )
+    else:
+        description = (
+            f"{name} (layer {c.layer}) is the published binding constraint of pipeline {_PIPE} and csf's "
+            f"decision is invest. {causal}, revenue at risk "
+            f"${_live('csf_constraint_annual_revenue_at_risk_dollars', 'humanize')}/year, ROI "
+            f"{_live('csf_constraint_roi_ratio')}x against threshold {_live('csf_constraint_roi_threshold_ratio')}x. "
+            "Work on any other constraint is wasted until this one is relieved."
+        )
     return _alert(
         BINDING,
         expr,
@@ -312,7 +326,10 @@ def _binding_rule(ctx: _Ctx, c: Constraint) -> Rule:
         runbook_url=constraint_runbook_url(ctx.base, c),
         for_=ctx.hold,
         keep_firing_for=ctx.hold,
-        extra_annotations={"alert_runbook_url": alert_runbook_url(ctx.base, BINDING)},
+        extra_annotations={
+            "alert_runbook_url": alert_runbook_url(ctx.base, BINDING),
+            **({"summary": f"{name} is the binding constraint of {_PIPE}: proven, payoff unknown"} if no_model else {}),
+        },
     )
 
 

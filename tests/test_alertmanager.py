@@ -159,6 +159,15 @@ def test_desired_alerts_follow_the_evaluation() -> None:
     assert desired_alerts(_evaluation(None), pack) == {}
 
 
+def test_a_binding_without_economics_pages_in_push_mode_too() -> None:
+    pages = _by_name(desired_alerts(_evaluation("latency", "investigate"), default_pack()))
+    labels, ann = pages[("CSFBindingConstraint", "latency")]
+    assert labels["severity"] == "page"
+    assert "decision is invest" not in ann["description"] and "latency is binding" in ann["description"]
+    # a binding constraint whose fix does not pay ('defer') does not page
+    assert ("CSFBindingConstraint", "latency") not in _by_name(desired_alerts(_evaluation("latency", "defer")))
+
+
 def test_proxy_gap_source_and_meta_alerts() -> None:
     pack = default_pack()
     got = _by_name(

@@ -313,3 +313,34 @@ def test_parameter_drift_reaches_the_binding_constraints_own_triggers():
     assert "a:parameter_drift" in drifted.triggers
     assert "a:parameter_drift" in drifted.constraint("a").triggers
     assert all("parameter_drift" not in t for c in drifted.constraints if c.name != "a" for t in c.triggers)
+
+
+def test_a_proven_binding_without_a_revenue_model_is_investigate_and_says_so():
+    from detector.economics import assess
+    from detector.pack import EconomicsSpec
+
+    pack = _pack(enter=1)
+    a = replace(pack.constraints[0], economics=EconomicsSpec(model="none"))
+    pack = replace(pack, constraints=(a, *pack.constraints[1:]))
+    econ = assess(
+        name="a", spec=a.economics, exceptions=a.exceptions, constants=pack.economics,
+        organisation=pack.organisation, causal_settings=pack.causal, x=1.5, target=1.0,
+        inputs={}, histograms={}, gamma=2.5, current_dau=None, roi_of={},
+    )
+    assert econ.roi is None
+    ev_a = replace(_ev(a, 1.5), economics=econ)
+    evidence = EvidenceSet(time=0.0, constraints=(ev_a, *(_ev(c, 0.5) for c in pack.constraints[1:])))
+    ev, _ = decide(pack, evidence, HysteresisState(), META)
+    assert ev.binding == "a"
+    r = ev.constraint("a")
+    assert r.state == "binding" and r.decision == "investigate"
+    assert "without a revenue model" in r.explanation and "unknownx" not in r.explanation
+    assert ev.decision == "investigate"  # not 'stop', not a silent 'defer'
+    # a model whose input is missing is a different case: defer, and the text says why
+    b = replace(_ev(a, 1.5), economics=replace(econ, roi=None))
+    c_model = replace(a, economics=EconomicsSpec(model="weibull", weibull_lambda=3.0, weibull_k=2.0, affected="dau"))
+    evidence = EvidenceSet(time=0.0, constraints=(replace(b, constraint=c_model), *(_ev(c, 0.5) for c in pack.constraints[1:])))
+    pack2 = replace(pack, constraints=(c_model, *pack.constraints[1:]))
+    ev2, _ = decide(pack2, evidence, HysteresisState(), META)
+    assert ev2.constraint("a").decision == "defer"
+    assert "ROI cannot be computed" in ev2.constraint("a").explanation

@@ -291,3 +291,68 @@ def test_promtool_unit_tests_catch_a_flapping_rule(tmp_path: Path) -> None:
     result = _run([promtool, "test", "rules", str(tests / src.name)])
     assert result.returncode != 0
     assert "alertname: CSFBindingConstraint, time: 20m" in result.stdout + result.stderr
+
+
+def test_a_binding_constraint_without_economics_pages_on_investigate(tmp_path: Path) -> None:
+    """A proven binding constraint whose pack gives no revenue model pages (decision investigate)."""
+    from detector.pack import EconomicsSpec
+
+    pack = default_pack()
+    latency = replace(pack.constraint("latency"), economics=EconomicsSpec(model="none"))
+    pack = replace(pack, constraints=tuple(latency if c.name == "latency" else c for c in pack.constraints))
+    files = generate_rules(pack, recording=False)
+    (name,) = files
+    rules = [r for g in yaml.safe_load(files[name])["groups"] for r in g["rules"]]
+    binding = {r["labels"]["constraint"]: r for r in rules if r.get("alert") == "CSFBindingConstraint"}
+    assert 'decision=~"invest|investigate"' in binding["latency"]["expr"]
+    assert 'decision="invest"}' in binding["protocol"]["expr"]  # constraints with a model: invest only
+    assert "no revenue model" in binding["latency"]["annotations"]["description"]
+    assert binding["latency"]["annotations"]["summary"].endswith("proven, payoff unknown")
+    (tmp_path / name).write_text(files[name], encoding="utf-8")
+    series = [
+        ('csf_binding_constraint{pipeline="p", constraint="latency"}', "1x20"),
+        ('csf_constraint_decision{pipeline="p", constraint="latency", decision="investigate"}', "1x20"),
+        ('csf_constraint_decision{pipeline="p", constraint="latency", decision="invest"}', "0x20"),
+        ('csf_constraint_pressure_ratio{pipeline="p", constraint="latency"}', "2x20"),
+    ]
+    unit = {
+        "rule_files": [name],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "10m",
+                        "alertname": "CSFBindingConstraint",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "page", "pipeline": "p", "constraint": "latency"},
+                                "exp_annotations": {
+                                    **{
+                                        k: v.replace("{{ $labels.pipeline }}", "p")
+                                        for k, v in binding["latency"]["annotations"].items()
+                                        if k != "description"
+                                    },
+                                    "description": (
+                                        "latency (layer physics) is the published binding constraint of pipeline p. "
+                                        "Pressure 2.00x target (target 0.3, lower is better), unknown/5 causal tests "
+                                        "passed (Gamma* unknown). The pack gives it no revenue model (economics: none), "
+                                        "so csf cannot say whether relieving it pays (decision investigate): relieve "
+                                        "it, or add an economics model. Work on any other constraint is wasted until "
+                                        "this one is relieved."
+                                    ),
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "unit.yml").write_text(yaml.safe_dump(unit), encoding="utf-8")
+    res = subprocess.run(
+        [_promtool(), "test", "rules", "unit.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
