@@ -355,6 +355,22 @@ def _parse_duration(ctx: _Ctx, node: Node, path: str, check: Check = POSITIVE) -
     return float(value)
 
 
+def _parse_target(ctx: _Ctx, node: Node, path: str) -> float | None:
+    """A target: a number in the signal's unit, or a duration ('300ms', '30s') for a time signal."""
+    if _number_value(node) is None and isinstance(node, ScalarNode) and node.tag == _STR:
+        try:
+            parse_duration(node.value)
+        except ValueError:
+            ctx.error(
+                node,
+                path,
+                f"expected a number, or a duration such as '300ms' or '30s' for a time signal, "
+                f"got a string ({node.value!r})",
+            )
+            return None
+    return _parse_duration(ctx, node, path, POSITIVE)
+
+
 def _dur(check: Check = POSITIVE) -> Parser:
     def parse(ctx: _Ctx, node: Node, path: str) -> Any:
         return _parse_duration(ctx, node, path, check)
@@ -1070,7 +1086,7 @@ def _constraint(ctx: _Ctx, node: Node, index: int, meta_target: float) -> _Entry
         if value is not None:
             kwargs[key] = value
     if "target" in m:
-        kwargs["target"] = parse("target", _num(POSITIVE))
+        kwargs["target"] = parse("target", _parse_target)
     elif kind == "meta":
         kwargs["target"] = meta_target
     if "exceptions" in m:

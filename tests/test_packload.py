@@ -447,6 +447,9 @@ def test_duration_and_number_forms() -> None:
     assert pack.organisation.projected_dau == 25_000_000
     c = pack.constraint("a")
     assert c.target == 1e-5
+    for written, seconds in (("30s", 30.0), ("'300ms'", 0.3), ("0.3", 0.3), ("1m30s", 90.0)):
+        timed = load_pack_text(text.replace("target: 1.0e-5", f"target: {written}"))
+        assert timed.constraint("a").target == seconds, written
     assert c.signal == Signal(
         kind="rate", metric="x_total", by=("r",), range=120.0, matchers=(("env", "prod"), ("zone", "b"))
     )
