@@ -48,6 +48,7 @@ denominator name inputs).
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
 import re
@@ -216,6 +217,12 @@ class _Map:
         return key in self.values
 
 
+def _did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of `choices`, or '' when none is close."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _mapping(
     ctx: _Ctx,
     node: Node,
@@ -242,7 +249,11 @@ def _mapping(
             continue
         m.keys[key] = knode
         if key not in allowed:
-            msg = unknown(key) if unknown else f"unknown key {key!r}; allowed keys: {', '.join(allowed)}"
+            msg = (
+                unknown(key)
+                if unknown
+                else f"unknown key {key!r}{_did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}"
+            )
             ctx.error(knode, m.sub(key), msg)
             m.unknown.append(key)
             continue
@@ -427,7 +438,7 @@ def _parse_enum(ctx: _Ctx, node: Node, path: str, allowed: Sequence[str], what: 
     if value is None:
         return None
     if value not in allowed:
-        ctx.error(node, path, f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+        ctx.error(node, path, f"unknown {what} {value!r}{_did_you_mean(value, allowed)}; allowed: {', '.join(allowed)}")
         return None
     return value
 
@@ -501,8 +512,8 @@ _KIND_OPTIONS: dict[str, frozenset[str]] = {
 
 def _signal_unknown(key: str) -> str:
     return (
-        f"unknown signal kind or option {key!r}; kinds: {', '.join(SIGNAL_KINDS)}; "
-        f"options: {', '.join(_SIGNAL_OPTIONS)}"
+        f"unknown signal kind or option {key!r}{_did_you_mean(key, SIGNAL_KINDS + _SIGNAL_OPTIONS)}; "
+        f"kinds: {', '.join(SIGNAL_KINDS)}; options: {', '.join(_SIGNAL_OPTIONS)}"
     )
 
 
@@ -1013,7 +1024,10 @@ def _check_labels(
     def missing(label: str) -> str | None:
         for what, sig in (("signal", signal), ("outcome", outcome)):
             if label not in sig.by:
-                return f"refers to missing label {label!r}: the {what} groups by ({', '.join(sig.by)})"
+                return (
+                    f"refers to missing label {label!r}{_did_you_mean(label, sig.by)}: "
+                    f"the {what} groups by ({', '.join(sig.by)})"
+                )
         return None
 
     for i, (label, node) in enumerate(units):
@@ -1027,7 +1041,7 @@ def _check_labels(
             continue
         msg = missing(value)
         if msg is None and value not in unit_names:
-            msg = f"{key} {value!r} is not one of the units ({', '.join(unit_names)})"
+            msg = f"{key} {value!r} is not one of the units{_did_you_mean(value, unit_names)} ({', '.join(unit_names)})"
         if msg:
             ctx.error(node, m.sub(key), msg)
 
@@ -1185,7 +1199,7 @@ def _check_references(ctx: _Ctx, entries: list[_Entry]) -> dict[str, _Entry]:
                         node, path, f"{OBSERVABILITY!r} precedes every constraint implicitly; do not list it"
                     )
                 else:
-                    ctx.error(node, path, f"unknown constraint {ref!r}; known: {known}")
+                    ctx.error(node, path, f"unknown constraint {ref!r}{_did_you_mean(ref, by_name)}; known: {known}")
     return by_name
 
 

@@ -580,3 +580,46 @@ def test_cli_show_prints_the_default_pack(capsys: pytest.CaptureFixture[str]) ->
     out, _ = capsys.readouterr()
     assert out == default_pack_path().read_text(encoding="utf-8")
     assert _without_source(load_pack_text(out)) == _without_source(default_pack())
+
+
+def test_typos_get_the_nearest_valid_name() -> None:
+    text = HEADER + (
+        "constraints:\n"
+        "  - name: latency\n"
+        "    layer: physics\n"
+        "    signal: {histogram_quantil: x, quantile: 0.95, by: [region, tier]}\n"
+        "    outcome: {gauge: y, by: [region, tier]}\n"
+        "    target: 1\n"
+        "    units: [region, teir]\n"
+        "    stratum: tier\n"
+        "  - name: protocol\n"
+        "    layer: architecture\n"
+        "    predecessors: [latncy]\n"
+        "    signal: {gauge: x, by: [r]}\n"
+        "    outcome: {gauge: y, by: [r]}\n"
+        "    target: 1\n"
+        "    units: [r]\n"
+        "    economics: {model: weibul}\n"
+    )
+    with pytest.raises(PackError) as exc:
+        load_pack_text(text)
+    messages = [i.message for i in exc.value.issues]
+    joined = "\n".join(messages)
+    assert "'histogram_quantil' (did you mean 'histogram_quantile'?)" in joined
+    assert "unknown constraint 'latncy' (did you mean 'latency'?)" in joined
+    assert "unknown economic model 'weibul' (did you mean 'weibull'?)" in joined
+
+
+def test_a_unit_label_typo_gets_the_nearest_label() -> None:
+    text = HEADER + (
+        "constraints:\n"
+        "  - name: latency\n"
+        "    layer: physics\n"
+        "    signal: {gauge: x, by: [region, tier]}\n"
+        "    outcome: {gauge: y, by: [region, tier]}\n"
+        "    target: 1\n"
+        "    units: [region, teir]\n"
+    )
+    with pytest.raises(PackError) as exc:
+        load_pack_text(text)
+    assert any("missing label 'teir' (did you mean 'tier'?)" in i.message for i in exc.value.issues)
