@@ -1013,6 +1013,19 @@ class _Entry:
     constraint: Constraint | None = None
 
 
+def _by_only(node: Node | None) -> Signal | None:
+    """A stand-in signal holding only the `by` labels of a signal node that did not parse
+    (None when its `by` is not a plain list of strings)."""
+    if not isinstance(node, MappingNode):
+        return None
+    for knode, vnode in node.value:
+        if isinstance(knode, ScalarNode) and knode.value == "by" and isinstance(vnode, SequenceNode):
+            labels = [v.value for v in vnode.value if isinstance(v, ScalarNode) and v.tag == _STR]
+            if len(labels) == len(vnode.value):
+                return Signal(kind="gauge", metric="unparsed", by=tuple(labels))
+    return None
+
+
 def _check_labels(
     ctx: _Ctx,
     m: _Map,
@@ -1125,8 +1138,14 @@ def _constraint(ctx: _Ctx, node: Node, index: int, meta_target: float) -> _Entry
                 kwargs["units"] = tuple(u for u, _ in units)
         kwargs["stratum"] = parse("stratum", _str(_LABEL, "label name"))
         kwargs["segment"] = parse("segment", _str(_LABEL, "label name"))
-        if units is not None and signal is not None and outcome is not None:
-            _check_labels(ctx, m, units, signal, outcome, {k: kwargs[k] for k in ("stratum", "segment")})
+        # a signal that failed to parse still has its `by`: check the labels against it in
+        # the same pass, so one `csf pack validate` reports every problem
+        sig_for_labels = signal if signal is not None else _by_only(m.get("signal"))
+        out_for_labels = outcome if outcome is not None else _by_only(m.get("outcome"))
+        if units is not None and sig_for_labels is not None and out_for_labels is not None:
+            _check_labels(
+                ctx, m, units, sig_for_labels, out_for_labels, {k: kwargs[k] for k in ("stratum", "segment")}
+            )
 
         input_nodes: dict[str, Node] = {}
         inputs: list[tuple[str, Signal]] = []

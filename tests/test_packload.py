@@ -608,6 +608,8 @@ def test_typos_get_the_nearest_valid_name() -> None:
     assert "'histogram_quantil' (did you mean 'histogram_quantile'?)" in joined
     assert "unknown constraint 'latncy' (did you mean 'latency'?)" in joined
     assert "unknown economic model 'weibul' (did you mean 'weibull'?)" in joined
+    # the label check runs in the same pass although the signal did not parse
+    assert "missing label 'teir' (did you mean 'tier'?)" in joined
 
 
 def test_a_unit_label_typo_gets_the_nearest_label() -> None:
