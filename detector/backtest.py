@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from detector.evidence import Evaluation
-from detector.frame import Source
+from detector.frame import Source, SourceError
 from detector.pack import Pack
 from detector.pipeline import Pipeline
 from detector.timefmt import format_time, parse_duration, parse_time
@@ -167,6 +167,14 @@ def render_table(evaluations: Sequence[Evaluation], out: TextIO) -> None:
         out.write(f"{format_time(ev.time):<20} {(ev.binding or '-'):<14} {ev.decision:<11} " + " ".join(cells) + "\n")
 
 
+def _first_metric(pack: Any) -> str | None:
+    """An input series name of the pack's first constraint with a signal (for the data range)."""
+    for c in pack.constraints:
+        if c.signal is not None and c.signal.metrics():
+            return str(c.signal.metrics()[0])
+    return None
+
+
 def backtest_cli(args: Any) -> int:
     from detector.native import NativeSource
     from detector.openmetrics import OpenMetricsError, load_openmetrics
@@ -196,12 +204,41 @@ def backtest_cli(args: Any) -> int:
         except ImportError:
             print("csf backtest: --prometheus-url is not available in this build", file=sys.stderr)
             return 2
-        source: Source = PrometheusSource(args.prometheus_url)
-        if not (args.start and args.end):
-            print("csf backtest: --prometheus-url needs --start and --end", file=sys.stderr)
+        prom = PrometheusSource(args.prometheus_url)
+        source: Source = prom
+        try:
+            last = parse_duration(args.last) if getattr(args, "last", None) else None
+            end_at = parse_time(args.end) if args.end else None
+            start_at = parse_time(args.start) if args.start else None
+        except ValueError as exc:
+            print(f"csf backtest: {exc}", file=sys.stderr)
             return 2
-        data_start = parse_time(args.start) - pack.windows.lookback
-        data_end = parse_time(args.end)
+        if end_at is None or (start_at is None and last is None):
+            # derive what is missing from the data: the pack's first signal metric's range
+            metric = _first_metric(pack)
+            try:
+                found = prom.data_range(metric, time.time()) if metric else None
+            except SourceError as exc:
+                print(f"csf backtest: {exc}", file=sys.stderr)
+                return 2
+            if found is None:
+                print(
+                    f"csf backtest: {args.prometheus_url} has no sample of {metric}; "
+                    "give --start and --end (RFC3339) or --end and --last",
+                    file=sys.stderr,
+                )
+                return 2
+            oldest, newest = found
+            if end_at is None:
+                end_at = newest
+            if start_at is None and last is None:
+                start_at = oldest + pack.windows.lookback
+        if start_at is None:
+            assert last is not None
+            start_at = end_at - last
+        data_start = start_at - pack.windows.lookback
+        data_end = end_at
+        args.start, args.end = format_time(start_at), format_time(end_at)
     else:
         store = SampleStore(retention=None)
         try:
@@ -221,8 +258,13 @@ def backtest_cli(args: Any) -> int:
         data_end = last
         source = NativeSource(store)
     try:
-        start = parse_time(args.start) if args.start else data_start + pack.windows.lookback
         end = parse_time(args.end) if args.end else data_end
+        if args.start:
+            start = parse_time(args.start)
+        elif getattr(args, "last", None):
+            start = end - parse_duration(args.last)
+        else:
+            start = data_start + pack.windows.lookback
     except ValueError as exc:
         print(f"csf backtest: {exc}", file=sys.stderr)
         return 2

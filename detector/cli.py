@@ -76,8 +76,13 @@ def _build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--input", help="OpenMetrics file with timestamps")
     bt.add_argument("--prometheus-url", help="Prometheus-compatible query API base URL")
     bt.add_argument("--pack", default=None)
-    bt.add_argument("--start", default=None, help="RFC3339 (default: data start + lookback)")
-    bt.add_argument("--end", default=None, help="RFC3339 (default: data end)")
+    bt.add_argument("--start", default=None, help="RFC3339 (default: data start + lookback, or --end - --last)")
+    bt.add_argument("--end", default=None, help="RFC3339 (default: data end, the newest sample)")
+    bt.add_argument(
+        "--last",
+        default=None,
+        help="evaluate over this span before --end (e.g. 3d); with --prometheus-url, --end defaults to the newest sample",
+    )
     bt.add_argument("--every", default="1h", help="evaluation spacing (default 1h)")
     bt.add_argument("--lookback", default=None, help="override the pack's lookback (e.g. 7d)")
     bt.add_argument("--format", choices=("json", "table"), default="table")

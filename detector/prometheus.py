@@ -327,6 +327,44 @@ class PrometheusSource:
                     continue
                 row[k] = parse_sample_value(raw)
 
+    # -- instant queries
+
+    def query(self, expr: str, t: float) -> list[tuple[Labels, float]]:
+        """An instant query's vector at `t` as (labels, value) pairs (a scalar answers one pair)."""
+        data = self._call("/api/v1/query", {"query": expr, "time": format_timestamp(t)})
+        if not isinstance(data, dict):
+            raise SourceError("instant query result is not an object")
+        kind, result = data.get("resultType"), data.get("result")
+        if kind == "scalar" and isinstance(result, list) and len(result) == 2:
+            return [((), parse_sample_value(result[1]))]
+        if kind != "vector" or not isinstance(result, list):
+            raise SourceError(f"instant query returned {kind!r}, expected a vector")
+        out = []
+        for item in result:
+            if not isinstance(item, dict) or not isinstance(item.get("value"), list) or len(item["value"]) != 2:
+                raise SourceError("instant query result sample is malformed")
+            labels = tuple(sorted((str(k), str(v)) for k, v in (item.get("metric") or {}).items()))
+            out.append((labels, parse_sample_value(item["value"][1])))
+        return out
+
+    def data_range(self, metric: str, now: float) -> tuple[float, float] | None:
+        """(oldest, newest) sample time of `metric` up to `now` (None: no sample in ten years).
+
+        Two subqueries over ``timestamp()`` per end: a coarse one (daily steps over ten years)
+        finds the day, a fine one (5-minute steps over the two days around it) the time, to
+        within a few minutes. Prometheus and VictoriaMetrics both answer them."""
+        sel = selector(metric)
+        out: list[float] = []
+        for agg in ("min", "max"):
+            coarse = self.query(f"{agg}({agg}_over_time(timestamp({sel})[3650d:1d]))", now)
+            if not coarse or not math.isfinite(coarse[0][1]):
+                return None
+            at = min(now, coarse[0][1] + 86400.0)
+            fine = self.query(f"{agg}({agg}_over_time(timestamp({sel})[2d:5m]))", at)
+            value = fine[0][1] if fine and math.isfinite(fine[0][1]) else coarse[0][1]
+            out.append(value)
+        return out[0], out[1]
+
     # -- survey
 
     def survey(

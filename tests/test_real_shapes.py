@@ -364,3 +364,39 @@ def _panel_units(store: SampleStore, pack: Pack, now: float) -> tuple:
     assert latency.signal is not None
     frame = NativeSource(store).query_range(latency.signal.widened(1200.0), now - 3600, now, 300.0)
     return frame.units
+
+
+def test_backtest_against_prometheus_derives_its_range_or_takes_last(
+    prometheus_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`csf backtest --prometheus-url` without --start/--end works them out from the data."""
+    import json
+
+    from detector.cli import main
+
+    out = tmp_path / "bt.json"
+    argv = ["backtest", "--prometheus-url", prometheus_url, "--lookback", "2d", "--every", "12h"]
+    assert main([*argv, "--format", "json", "-o", str(out)]) == 0
+    times = [e["time"] for e in json.loads(out.read_text())["evaluations"]]
+    # the data runs ORIGIN .. END (4 days); with a 2-day lookback: from about ORIGIN + 2d to END
+    from detector.timefmt import parse_time
+
+    first, last = parse_time(times[0]), parse_time(times[-1])
+    assert abs(first - (ORIGIN + 2 * 86400)) <= 600
+    assert END - 12 * 3600 - 900 <= last <= END  # every 12 h up to the newest sample
+    assert main([*argv, "--last", "1d", "--format", "json", "-o", str(out)]) == 0
+    times = [parse_time(e["time"]) for e in json.loads(out.read_text())["evaluations"]]
+    assert len(times) == 3 and abs(times[-1] - END) <= 900 and times[-1] - times[0] == 86400
+    # a pack whose metric the server lacks: a clear error, exit 2
+    assert main([*argv, "--pack", str(_pack_with_renamed_signal(capsys, tmp_path))]) == 2
+    assert "has no sample of video_start_latency_secs_bucket; give --start and --end" in capsys.readouterr().err
+
+
+def _pack_with_renamed_signal(capsys: pytest.CaptureFixture[str], tmp: Path) -> Path:
+    from detector.cli import main
+
+    assert main(["pack", "show"]) == 0
+    text = capsys.readouterr().out.replace("histogram_quantile: video_start_latency_seconds", "histogram_quantile: video_start_latency_secs")
+    path = tmp / "renamed-signal.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
