@@ -373,7 +373,12 @@ def decide(
             triggers = (*triggers, drift)
             # the binding constraint's own result carries it too, like its other triggers
             results = [replace(r, triggers=(*r.triggers, drift)) if r.name == published else r for r in results]
+    hold = None
+    if published and published != OBSERVABILITY and published in raws and not raws[published].candidate:
+        h = pack.hysteresis
+        hold = (published, new_state.exit_count, h.exit_after, 1.0 - h.dead_band)
     evaluation = Evaluation(
+        hold=hold,
         pipeline=pipeline,
         time=evidence.time,
         binding=published,

@@ -258,6 +258,10 @@ class Evaluation:
     triggers: tuple[str, ...] = ()
     source_up: bool = True
     pack: str = ""
+    hold: tuple[str, int, int, float] | None = None
+    """The published binding held by hysteresis while its own evidence no longer makes it
+    one: (constraint, evaluations below the release level so far, evaluations needed,
+    release pressure level). None when nothing is held."""
 
     def constraint(self, name: str) -> ConstraintResult:
         for c in self.constraints:
@@ -278,6 +282,16 @@ class Evaluation:
             "composite": list(self.composite),
             "triggers": list(self.triggers),
             "source_up": self.source_up,
+            "hold": (
+                {
+                    "constraint": self.hold[0],
+                    "evaluations_below": self.hold[1],
+                    "needed": self.hold[2],
+                    "release_below": self.hold[3],
+                }
+                if self.hold
+                else None
+            ),
             "constraints": [c.to_dict() for c in self.constraints],
             "meta": self.meta.to_dict(),
         }

@@ -27,6 +27,7 @@ a{color:#1f618d}
 .verdict{border-radius:8px;padding:1rem 1.2rem;color:#fff;background:#1e8449;margin-top:.6rem}
 .verdict.binding{background:#c0392b} .verdict.observability{background:#7f8c8d}
 .verdict.binding.defer,.verdict.binding.investigate{background:#b9770e}
+.verdict.binding.held{background:#5d6d7e} .verdict .hold{font-size:.95em;margin:.3em 0}
 .verdict .label{font-size:.85rem;opacity:.9} .verdict .name{font-size:2rem;font-weight:700}
 .verdict .decision{font-size:1.1rem;opacity:.95} .verdict p{margin:.5rem 0 0}
 .muted{color:#566573;font-size:.85rem} table{border-collapse:collapse;margin-top:.3rem;width:100%}
@@ -101,9 +102,12 @@ def render_status_page(
             "</main></body></html>"
         )
     binding = status.get("binding")
+    hold = status.get("hold") or None
     cls = "binding" if binding and binding != "observability" else ("observability" if binding else "")
     if cls == "binding" and status.get("decision") in ("defer", "investigate"):
         cls += f" {status.get('decision')}"  # amber: binding, but not (yet) worth the investment
+    if cls.startswith("binding") and hold:
+        cls = "binding held"  # grey-amber: published by hysteresis, its own evidence no longer binds
     constraints = list(status.get("constraints", []))
     names = [str(c.get("name")) for c in constraints]
     parts = [head, "<main><h1>csf — constraint-sequence detector</h1><div class=muted>pipeline "
@@ -112,9 +116,19 @@ def render_status_page(
     if len(pipelines) > 1:
         links = " · ".join(f'<a href="/?pipeline={escape(p)}">{escape(p)}</a>' for p in pipelines)
         parts.append(f"<div class=muted>pipelines: {links}</div>")
+    label = "binding constraint"
+    hold_line = ""
+    if cls == "binding held" and hold:
+        label = "binding constraint — held, being released"
+        hold_line = (
+            f'<div class="hold" id="hold">held as binding by hysteresis: its pressure is back within target; '
+            f"released after {int(hold.get('needed', 0))} consecutive evaluations below "
+            f"{float(hold.get('release_below', 0.9)):.2f} ({int(hold.get('evaluations_below', 0))} so far)</div>"
+        )
     parts.append(
-        f'<div class="verdict {cls}" id="verdict"><div class=label>binding constraint</div>'
+        f'<div class="verdict {cls}" id="verdict"><div class=label>{escape(label)}</div>'
         f'<div class="name" id="binding">{escape(binding or "none (healthy)")}</div>'
+        f"{hold_line}"
         f'<div class="decision" id="decision">decision: <b>{escape(str(status.get("decision")))}</b></div>'
         f'<p id="explanation">{escape(str(status.get("explanation", "")))}</p></div>'
     )

@@ -178,6 +178,30 @@ def test_verdict_colour_follows_the_decision():
     assert classes("stop", None) == ["verdict"]
 
 
+def test_a_hysteresis_hold_shows_as_a_hold_not_a_red_binding():
+    """After the fix, the binding is held until its pressure stays low for exit_after
+    evaluations: the page says so instead of a red 'binding' banner with decision 'stop'."""
+    from detector.decision import HysteresisState, decide
+    from tests.test_decision import META, _evidence, _pack
+
+    pack = _pack(enter=1, exit_=6)
+    state = HysteresisState()
+    evaluations = []
+    for i, ratio in enumerate([1.5, 0.5, 0.5]):
+        ev, state = decide(pack, _evidence(pack, float(i), a=ratio), state, META)
+        evaluations.append(ev)
+    binding_now, held = evaluations[0], evaluations[2]
+    assert binding_now.hold is None and held.binding == "a"
+    assert held.hold == ("a", 2, 6, 0.9)
+    doc = held.to_dict()
+    assert doc["hold"] == {"constraint": "a", "evaluations_below": 2, "needed": 6, "release_below": 0.9}
+    page = parse(render_status_page(doc))
+    assert (page.attrs_by_id["verdict"]["class"] or "").split() == ["verdict", "binding", "held"]
+    assert "released after 6 consecutive evaluations below 0.90 (2 so far)" in page.text["hold"]
+    plain = parse(render_status_page(binding_now.to_dict()))
+    assert "hold" not in plain.text and "held" not in (plain.attrs_by_id["verdict"]["class"] or "")
+
+
 def test_healthy_and_not_yet_evaluated_pages():
     healthy = parse(render_status_page(make_evaluation(0.0).to_dict()))
     assert healthy.text["binding"] == "none (healthy)"
