@@ -117,6 +117,15 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--job", default=None, help="scrape job label of csf itself (default csf)")
     gen.add_argument("--evaluation-interval", default=None, help="csf's evaluation interval the alert timings follow")
     gen.add_argument(
+        "--runbook-dir", default=None, help="where the constraint runbooks live (default deploy/runbooks)"
+    )
+    gen.add_argument(
+        "--runbook-skeletons",
+        default=None,
+        metavar="DIR",
+        help="write a runbook skeleton into DIR for every constraint without one (never overwrites)",
+    )
+    gen.add_argument(
         "--sample-interval",
         default=None,
         help="the platform's sample interval (e.g. 5m): recording-rule windows widen to 4 intervals, as csf does",

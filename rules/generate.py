@@ -732,7 +732,26 @@ def generate_cli(args: Any) -> int:
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
         print(out / name)
+    _check_runbooks(pack, args)
     return 0
+
+
+def _check_runbooks(pack: Pack, args: Any) -> None:
+    """Write runbook skeletons when asked; warn about every constraint whose alert links nothing."""
+    from rules.runbooks import missing_runbooks, write_skeletons
+
+    skeletons = getattr(args, "runbook_skeletons", None)
+    runbook_dir = Path(skeletons or getattr(args, "runbook_dir", None) or "deploy/runbooks")
+    if skeletons:
+        for path in write_skeletons(pack, runbook_dir):
+            print(f"{path} (runbook skeleton: complete its TODOs)")
+    for c in missing_runbooks(pack, runbook_dir):
+        print(
+            f"csf rules generate: warning: no runbook for constraint {c.name!r}: its alerts link "
+            f"{constraint_runbook_file(c.name)} but {runbook_dir / constraint_runbook_file(c.name)} does not exist; "
+            f"write it, set `runbook:` on the constraint, or run with --runbook-skeletons {runbook_dir}",
+            file=sys.stderr,
+        )
 
 
 def _interval_seconds(value: Any) -> float | None:

@@ -356,3 +356,48 @@ def test_a_binding_constraint_without_economics_pages_on_investigate(tmp_path: P
         [_promtool(), "test", "rules", "unit.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_missing_runbooks_are_warned_about_and_skeletons_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rules.runbooks import missing_runbooks
+
+    pack = default_pack()
+    api = replace(pack.constraint("latency"), name="api_latency", description="")
+    pack = replace(pack, constraints=tuple(api if c.name == "latency" else c for c in pack.constraints))
+    assert [c.name for c in missing_runbooks(pack, RUNBOOKS)] == ["api_latency"]
+    pack_file = tmp_path / "pack.yaml"
+    from detector.cli import main
+
+    assert main(["pack", "show"]) == 0
+    pack_file.write_text(
+        capsys.readouterr()
+        .out.replace("- name: latency", "- name: api_latency")
+        .replace("predecessors: [latency]", "predecessors: [api_latency]"),
+        encoding="utf-8",
+    )
+    base = ["rules", "generate", "--pack", str(pack_file), "--output-dir", str(tmp_path / "out")]
+    assert main([*base, "--runbook-dir", str(RUNBOOKS)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: no runbook for constraint 'api_latency'" in err and "--runbook-skeletons" in err
+    assert "'protocol'" not in err  # the others have theirs
+
+    books = tmp_path / "books"
+    assert main([*base, "--runbook-skeletons", str(books)]) == 0
+    out, err = capsys.readouterr()
+    skeleton = books / "constraint-api_latency.md"
+    assert f"{skeleton} (runbook skeleton" in out
+    text = skeleton.read_text()
+    assert text.startswith("# Constraint: api_latency (layer physics)")
+    assert (
+        "histogram_quantile(0.95, sum by (region, device_tier, le) (rate(video_start_latency_seconds_bucket[5m])))"
+        in text
+    )
+    assert "**Target:** 0.3, lower is better" in text and "TODO" in text
+    assert "## Mitigation" in text and "## Escalation" in text
+    # every constraint of the pack got one in the empty directory; none is overwritten on a rerun
+    skeleton.write_text("# ours\n", encoding="utf-8")
+    assert main([*base, "--runbook-skeletons", str(books)]) == 0
+    assert skeleton.read_text() == "# ours\n"
+    assert "warning" not in capsys.readouterr().err
