@@ -28,7 +28,7 @@ from detector.frame import Labels, SeriesSurvey, SignalFrame, describe_selector
 from detector.signals import Signal
 from detector.timefmt import format_duration, format_time
 
-Survey = Callable[[str, tuple[tuple[str, str], ...]], SeriesSurvey | None]
+Survey = Callable[[str, tuple[tuple[str, ...], ...]], SeriesSurvey | None]
 """Look-up of a selector's survey (None when the source cannot survey)."""
 
 

@@ -51,9 +51,9 @@ class _Reader:
     queries: int = 0
     samples_read: int = 0
     cache: dict[tuple[Signal, float, float, float], SignalFrame] = field(default_factory=dict)
-    surveys: dict[tuple[str, tuple[tuple[str, str], ...]], SeriesSurvey | None] = field(default_factory=dict)
+    surveys: dict[tuple[str, tuple[tuple[str, ...], ...]], SeriesSurvey | None] = field(default_factory=dict)
 
-    def survey(self, metric: str, matchers: tuple[tuple[str, str], ...]) -> SeriesSurvey | None:
+    def survey(self, metric: str, matchers: tuple[tuple[str, ...], ...]) -> SeriesSurvey | None:
         key = (metric, tuple(matchers))
         if key in self.surveys:
             return self.surveys[key]

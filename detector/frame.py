@@ -74,7 +74,7 @@ class SeriesSurvey:
     """
 
     metric: str
-    matchers: tuple[tuple[str, str], ...]
+    matchers: tuple[tuple[str, ...], ...]
     series: int
     """Series of the selector with samples in the lookback (0: nothing matched)."""
     label_names: tuple[str, ...]
@@ -90,11 +90,13 @@ class SeriesSurvey:
         return describe_selector(self.metric, self.matchers)
 
 
-def describe_selector(metric: str, matchers: Sequence[tuple[str, str]] = ()) -> str:
-    """``metric{a="b"}`` for messages (no escaping: never sent as a query)."""
+def describe_selector(metric: str, matchers: Sequence[tuple[str, ...]] = ()) -> str:
+    """``metric{a="b", c=~"5.."}`` for messages (no escaping: never sent as a query)."""
     if not matchers:
         return metric
-    return metric + "{" + ", ".join(f'{k}="{v}"' for k, v in matchers) + "}"
+    from detector.matchers import describe
+
+    return metric + "{" + describe(matchers) + "}"
 
 
 def learn_interval(timestamps: Iterable[np.ndarray]) -> float | None:
@@ -114,7 +116,7 @@ def learn_interval(timestamps: Iterable[np.ndarray]) -> float | None:
 
 def survey_series(
     metric: str,
-    matchers: Sequence[tuple[str, str]],
+    matchers: Sequence[tuple[str, ...]],
     label_sets: Sequence[Labels],
     probe: Sequence[tuple[float, Sequence[np.ndarray]]],
 ) -> SeriesSurvey:
@@ -186,7 +188,7 @@ class SurveyingSource(Source, Protocol):
     """A source that can also say what it holds for a selector (`SeriesSurvey`)."""
 
     def survey(
-        self, metric: str, matchers: Sequence[tuple[str, str]], end: float, lookback: float
+        self, metric: str, matchers: Sequence[tuple[str, ...]], end: float, lookback: float
     ) -> SeriesSurvey:
         """Label sets in ``(end - lookback, end]`` and the sample interval near `end`. Raises SourceError."""
         ...

@@ -680,8 +680,8 @@ class NativeSource:
         finally:
             self._local.memo = outer
 
-    def _select(self, metric: str, matchers: Sequence[tuple[str, str]]) -> _Selection:
-        memo: dict[tuple[str, tuple[tuple[str, str], ...]], _Selection] | None = getattr(self._local, "memo", None)
+    def _select(self, metric: str, matchers: Sequence[tuple[str, ...]]) -> _Selection:
+        memo: dict[tuple[str, tuple[tuple[str, ...], ...]], _Selection] | None = getattr(self._local, "memo", None)
         key = (metric, tuple(matchers))
         if memo is not None:
             hit = memo.get(key)
@@ -694,7 +694,7 @@ class NativeSource:
         return sel
 
     def survey(
-        self, metric: str, matchers: Sequence[tuple[str, str]], end: float, lookback: float
+        self, metric: str, matchers: Sequence[tuple[str, ...]], end: float, lookback: float
     ) -> SeriesSurvey:
         """What the store holds for the selector (`detector.frame.survey_series`): series
         with a real sample in ``(end - lookback, end]``, and their spacing near `end`."""
@@ -760,7 +760,7 @@ class NativeSource:
             vec = _Vector(vec.labels, vec.values * signal.scale, vec.present, vec.samples)
         return vec
 
-    def _instant(self, metric: str, matchers: Sequence[tuple[str, str]], times: np.ndarray) -> _Vector:
+    def _instant(self, metric: str, matchers: Sequence[tuple[str, ...]], times: np.ndarray) -> _Vector:
         labels: list[Labels] = []
         rows: list[tuple[np.ndarray, np.ndarray]] = []
         samples = 0

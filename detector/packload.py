@@ -33,7 +33,10 @@ A SIGNAL is a mapping with exactly one kind key (``gauge``, ``rate``, ``increase
 options ``by``, ``range``, ``pin_range``, ``quantile``, ``matchers``, ``agg``, ``scale``
 and ``promql`` where they apply. ``range`` is a floor: csf widens it to four sample
 intervals of the data (see `detector.frame.effective_range`) unless ``pin_range: true``
-asks for exactly that window. A ratio's ``by``, ``range`` and ``pin_range`` are inherited
+asks for exactly that window. ``matchers`` is ``{label: value}`` for equality or
+``{label: {regex: "5..", not: "200", not_regex: "2..|3..", equal: "x"}}`` (one operator
+per label): PromQL's ``=~``/``!=``/``!~``, fully anchored, RE2 syntax (what RE2 lacks, such
+as backreferences and lookaround, is refused). A ratio's ``by``, ``range`` and ``pin_range`` are inherited
 by the children that do not set their own; its output labels are the numerator's, and
 the denominator may group by fewer labels (``group_left`` join).
 
@@ -63,6 +66,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from detector.matchers import regex_problem
 from detector.pack import (
     LAYERS,
     OBSERVABILITY,
@@ -379,7 +383,8 @@ def _parse_target(ctx: _Ctx, node: Node, path: str) -> float | None:
                 f"got a string ({node.value!r})",
             )
             return None
-    return _parse_duration(ctx, node, path, POSITIVE)
+        return _parse_duration(ctx, node, path, POSITIVE)
+    return _num(POSITIVE)(ctx, node, path)
 
 
 def _dur(check: Check = POSITIVE) -> Parser:
@@ -517,12 +522,16 @@ def _signal_unknown(key: str) -> str:
     )
 
 
-def _matchers(ctx: _Ctx, node: Node, path: str) -> tuple[tuple[str, str], ...] | None:
+_MATCH_OPS = {"equal": "=", "not": "!=", "regex": "=~", "not_regex": "!~"}
+
+
+def _matchers(ctx: _Ctx, node: Node, path: str) -> tuple[tuple[str, ...], ...] | None:
+    """``{label: value}`` for equality, or ``{label: {regex|not|not_regex|equal: value}}``."""
     if not isinstance(node, MappingNode):
         ctx.error(node, path, f"expected a mapping of label: value, got {_describe(node)}")
         return None
     start = ctx.count
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, ...]] = {}
     for knode, vnode in node.value:
         label = _parse_string(ctx, knode, path, _LABEL, "label name")
         if label is None:
@@ -531,12 +540,30 @@ def _matchers(ctx: _Ctx, node: Node, path: str) -> tuple[tuple[str, str], ...] |
         if label in out:
             ctx.error(knode, p, f"duplicate key {label!r}")
             continue
+        if isinstance(vnode, MappingNode):
+            m = _mapping(ctx, vnode, p, tuple(_MATCH_OPS))
+            if m is None or len(m.values) != 1:
+                if m is not None and not m.unknown:
+                    ctx.error(vnode, p, f"give exactly one of {', '.join(_MATCH_OPS)}")
+                continue
+            (word, value_node), = m.values.items()
+            value = _parse_string(ctx, value_node, m.sub(word))
+            if value is None:
+                continue
+            op = _MATCH_OPS[word]
+            if op in ("=~", "!~"):
+                problem = regex_problem(value)
+                if problem is not None:
+                    ctx.error(value_node, m.sub(word), f"{problem}: {value!r}")
+                    continue
+            out[label] = (label, value) if op == "=" else (label, value, op)
+            continue
         value = _parse_string(ctx, vnode, p)
         if value is not None:
-            out[label] = value
+            out[label] = (label, value)
     if ctx.count > start:
         return None
-    return tuple(sorted(out.items()))
+    return tuple(out[k] for k in sorted(out))
 
 
 def _parse_signal(

@@ -157,8 +157,8 @@ class PrometheusSource:
         self._bearer_token_file = Path(bearer_token_file) if bearer_token_file is not None else None
         self._basic_auth = basic_auth
         self._sleep = sleep
-        self._surveys: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, SeriesSurvey]] = {}
-        self._survey_failures: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, str]] = {}
+        self._surveys: dict[tuple[str, tuple[tuple[str, ...], ...]], tuple[float, SeriesSurvey]] = {}
+        self._survey_failures: dict[tuple[str, tuple[tuple[str, ...], ...]], tuple[float, str]] = {}
         self._owns_client = client is None
         self._client = client if client is not None else httpx.Client(timeout=self.timeout, verify=verify_tls)
 
@@ -368,7 +368,7 @@ class PrometheusSource:
     # -- survey
 
     def survey(
-        self, metric: str, matchers: Sequence[tuple[str, str]], end: float, lookback: float
+        self, metric: str, matchers: Sequence[tuple[str, ...]], end: float, lookback: float
     ) -> SeriesSurvey:
         """Label sets from ``/api/v1/series`` over the lookback, and the sample interval from
         raw samples (an instant query of a range selector) over the shortest probe window that
@@ -391,7 +391,7 @@ class PrometheusSource:
             raise
 
     def _survey(
-        self, key: tuple[str, tuple[tuple[str, str], ...]], end: float, lookback: float
+        self, key: tuple[str, tuple[tuple[str, ...], ...]], end: float, lookback: float
     ) -> SeriesSurvey:
         metric, matchers = key
         sel = selector(metric, tuple(matchers))

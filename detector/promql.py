@@ -16,7 +16,10 @@ parentheses, because ``group_left (`` would open a label list).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+from detector.matchers import Matcher, regex_problem
+from detector.matchers import parts as matcher_parts
 from detector.native import ratio_join_labels
 from detector.signals import AGGREGATIONS, Signal
 from detector.store import validate_label_name, validate_metric_name
@@ -90,10 +93,17 @@ def format_number(x: float) -> str:
     return repr(x)
 
 
-def selector(metric: str, matchers: tuple[tuple[str, str], ...] = ()) -> str:
-    """``metric{a="b", ...}`` with validated names and escaped values."""
+def selector(metric: str, matchers: Sequence[Matcher] = ()) -> str:
+    """``metric{a="b", c=~"5..", ...}`` with validated names, operators and escaped values."""
     validate_metric_name(metric)
-    parts = [f"{validate_label_name(k)}={quote_string(v)}" for k, v in matchers]
+    parts = []
+    for m in matchers:
+        label, op, value = matcher_parts(m)
+        if op in ("=~", "!~"):
+            problem = regex_problem(value)
+            if problem is not None:
+                raise ValueError(f"matcher {label}{op}{value!r}: {problem}")
+        parts.append(f"{validate_label_name(label)}{op}{quote_string(value)}")
     if metric.lower() in _KEYWORDS:
         return "{" + ", ".join([f"__name__={quote_string(metric)}", *parts]) + "}"
     return metric + ("{" + ", ".join(parts) + "}" if parts else "")

@@ -49,8 +49,9 @@ class Signal:
     pin_range: bool = False
     """Use `range` exactly, however sparse the data (the pack's ``pin_range: true``)."""
     quantile: float | None = None
-    matchers: tuple[tuple[str, str], ...] = ()
-    """Equality label matchers applied to the input series, sorted by label."""
+    matchers: tuple[tuple[str, ...], ...] = ()
+    """Label matchers applied to the input series, sorted: ``(label, value)`` for equality or
+    ``(label, value, op)`` with op ``!=``, ``=~`` or ``!~`` (`detector.matchers`)."""
     agg: Aggregation = "sum"
     """Aggregation used for gauges."""
     numerator: Signal | None = None
@@ -77,7 +78,7 @@ class Signal:
 
     def labels_used(self) -> tuple[str, ...]:
         """Every label the signal groups or filters by (its own and its children's)."""
-        out = list(self.by) + [k for k, _ in self.matchers]
+        out = list(self.by) + [m[0] for m in self.matchers]
         for c in self.children():
             out.extend(c.labels_used())
         return tuple(dict.fromkeys(out))
@@ -108,10 +109,10 @@ class Signal:
             return self
         return replace(self, range=seconds)
 
-    def selectors(self) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    def selectors(self) -> tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]:
         """Every (input series name, matchers) this signal selects (histogram kinds expanded)."""
         if self.kind == "ratio":
-            out: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+            out: list[tuple[str, tuple[tuple[str, ...], ...]]] = []
             for c in self.children():
                 out.extend(c.selectors())
             return tuple(dict.fromkeys(out))

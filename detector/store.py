@@ -50,6 +50,7 @@ from typing import NamedTuple
 import numpy as np
 
 from detector.frame import Labels
+from detector.matchers import Matcher, matches
 
 STALE_NAN_BITS = 0x7FF0000000000002
 """Bit pattern of the Prometheus stale marker (a signalling NaN)."""
@@ -529,9 +530,9 @@ class SampleStore:
         return k, accepted
 
     def select(
-        self, name: str, matchers: Sequence[tuple[str, str]] = ()
+        self, name: str, matchers: Sequence[Matcher] = ()
     ) -> list[tuple[Labels, np.ndarray, np.ndarray]]:
-        """Series of `name` whose labels equal every matcher (value '' = label absent), sorted by labels.
+        """Series of `name` whose labels satisfy every matcher (`detector.matchers`: absent label = ''), sorted by labels.
 
         Returns ``(labels, timestamps, values)`` with read-only arrays that later writes never change.
         """
@@ -541,8 +542,7 @@ class SampleStore:
             for labels, series in by_labels.items():
                 if len(series) == 0:
                     continue
-                d = dict(labels)
-                if all(d.get(k, "") == v for k, v in matchers):
+                if matches(dict(labels), matchers):
                     ts, vals = series.views()
                     out.append((labels, ts, vals))
         out.sort(key=lambda item: item[0])
@@ -554,7 +554,7 @@ class SampleStore:
         versions mean `select` would return the same data."""
         return self._version
 
-    def select_views(self, name: str, matchers: Sequence[tuple[str, str]] = ()) -> tuple[int, list[SeriesView]]:
+    def select_views(self, name: str, matchers: Sequence[Matcher] = ()) -> tuple[int, list[SeriesView]]:
         """`select` with what the store knows about each series, and the `version` of the store
         these views were taken at (one lock)."""
         out: list[SeriesView] = []
@@ -563,8 +563,7 @@ class SampleStore:
             for labels, series in self._series.get(name, {}).items():
                 if len(series) == 0:
                     continue
-                d = dict(labels)
-                if all(d.get(k, "") == v for k, v in matchers):
+                if matches(dict(labels), matchers):
                     ts, vals = series.views()
                     out.append(
                         SeriesView(labels, ts, vals, series.last_drop, series.last_stale, series.buffer_id, series.start)
