@@ -254,3 +254,24 @@ def test_simulator_overrides_need_a_simulator_pipeline_and_leave_other_fields(tm
         SimulatorSource("sequence", 3, 10.0, 120.0),
         SimulatorSource("sequence", 1, 10.0, 60.0),
     ]
+
+
+def test_prometheus_replay_settings(tmp_path):
+    import pytest as _pytest
+
+    from detector.service.config import ConfigError
+
+    cfg = tmp_path / "csf.yaml"
+    base = "pipelines:\n  - name: h\n    source:\n      type: prometheus\n      url: http://127.0.0.1:9090\n"
+    cfg.write_text(base + "      replay: {from: 2023-11-16T22:15:00Z, speed: 600}\n")
+    src = load_config(cfg, {}, {}).pipelines[0].source
+    assert (src.replay_from, src.replay_speed) == (1700172900.0, 600.0)
+    assert src.describe()["replay"] == {"from": "2023-11-16T22:15:00Z", "speed": 600.0}
+    cfg.write_text(base + "      replay: {from: '2023-11-16T22:15:00Z'}\n")
+    assert load_config(cfg, {}, {}).pipelines[0].source.replay_speed == 1.0
+    for bad, where in (("{speed: 60}", "replay.from"), ("{from: yesterday}", "replay.from"),
+                       ("{from: '2023-11-16T22:15:00Z', speed: 0}", "replay.speed")):
+        cfg.write_text(base + f"      replay: {bad}\n")
+        with _pytest.raises(ConfigError) as exc:
+            load_config(cfg, {}, {})
+        assert where in str(exc.value) and ":6:" in str(exc.value), str(exc.value)

@@ -400,3 +400,64 @@ def _pack_with_renamed_signal(capsys: pytest.CaptureFixture[str], tmp: Path) -> 
     path = tmp / "renamed-signal.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_serve_replays_history_from_prometheus_as_if_live(prometheus_url: str, tmp_path: Path) -> None:
+    """A user trials csf on their own history: `replay: {from, speed}` on a prometheus source
+    makes `csf serve` watch backfilled data as if it were live."""
+    import httpx
+    import yaml
+
+    from detector.timefmt import format_time
+    from tests._procs import wait_until
+    from tests.conftest import start_csf_server
+
+    cfg = tmp_path / "csf.yaml"
+    pack = tmp_path / "pack.yaml"
+    import contextlib
+    import io
+
+    from detector.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["pack", "show"]) == 0
+    pack.write_text(buf.getvalue().replace("lookback: 7d ", "lookback: 2d "), encoding="utf-8")
+    start = ORIGIN + 2 * 86400 + 6 * 3600
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "evaluation_interval": "1s",
+                "pipelines": [
+                    {
+                        "name": "history",
+                        "pack": str(pack),
+                        "source": {
+                            "type": "prometheus",
+                            "url": prometheus_url,
+                            "replay": {"from": format_time(start), "speed": 600},
+                        },
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    server = start_csf_server(tmp_path, "--config", str(cfg))
+    try:
+        server.wait_ready()
+
+        def binding_is_latency() -> bool:
+            status = httpx.get(server.url + "/api/v1/status", timeout=10).json()
+            return status.get("binding") == "latency"
+
+        wait_until(binding_is_latency, 90.0, 0.5, "latency published as binding on the replayed history")
+        status = httpx.get(server.url + "/api/v1/status", timeout=10).json()
+        from detector.timefmt import parse_time
+
+        t = parse_time(status["time"])
+        assert start <= t < END  # evaluated on the replay clock, inside the history
+        pipelines = httpx.get(server.url + "/api/v1/pipelines", timeout=10).json()
+        assert "replay" in str(pipelines)
+    finally:
+        assert server.stop() == 0

@@ -47,6 +47,7 @@ File layout (every key optional; unknown keys are errors)::
           # basic_auth: {username: csf, password_file: /run/secrets/prom-password}  # or password:
           tenant: team-a          # sent as X-Scope-OrgID (Mimir, Cortex)
           tls_verify: true
+          # replay: {from: 2026-11-20T00:00:00Z, speed: 60}   # watch history as if live (docs/ingestion.md)
       - name: pushed
         source:
           type: push              # fed by POST /api/v1/write (remote_write) and POST /v1/metrics (OTLP)
@@ -208,6 +209,10 @@ class PrometheusSourceConfig:
     tenant: str | None = None
     """Sent as ``X-Scope-OrgID`` (Mimir, Cortex, Loki-style multi-tenancy)."""
     tls_verify: bool = True
+    replay_from: float | None = None
+    """Replay mode: the pipeline's clock starts at this time (unix seconds) instead of now..."""
+    replay_speed: float = 1.0
+    """...and runs this many times faster than the wall clock (history watched as if live)."""
     type: Literal["prometheus"] = "prometheus"
 
     def describe(self) -> dict[str, Any]:
@@ -229,6 +234,10 @@ class PrometheusSourceConfig:
         if self.tenant is not None:
             out["tenant"] = self.tenant
         out["tls_verify"] = self.tls_verify
+        if self.replay_from is not None:
+            from detector.timefmt import format_time
+
+            out["replay"] = {"from": format_time(self.replay_from), "speed": self.replay_speed}
         return out
 
 
@@ -627,6 +636,7 @@ def _parse_prometheus(f: _File, node: Node, field: str) -> PrometheusSourceConfi
             "basic_auth",
             "tenant",
             "tls_verify",
+            "replay",
         ),
     )
     if "url" not in keys:
@@ -678,7 +688,27 @@ def _parse_prometheus(f: _File, node: Node, field: str) -> PrometheusSourceConfi
         src = replace(src, tenant=f.value(keys["tenant"][1], f"{field}.tenant", _check_header_value))
     if "tls_verify" in keys:
         src = replace(src, tls_verify=f.value(keys["tls_verify"][1], f"{field}.tls_verify", _check_bool))
+    if "replay" in keys:
+        where = f"{field}.replay"
+        replay = f.mapping(keys["replay"][1], where, ("from", "speed"))
+        if "from" not in replay:
+            raise f.error(keys["replay"][1], f"{where}.from", "missing (the RFC3339 time the replay starts at)")
+        src = replace(src, replay_from=f.value(replay["from"][1], f"{where}.from", _check_time))
+        if "speed" in replay:
+            src = replace(src, replay_speed=f.value(replay["speed"][1], f"{where}.speed", _check_positive_float))
     return src
+
+
+def _check_time(value: Any) -> float:
+    import datetime as dt
+
+    from detector.timefmt import parse_time
+
+    if isinstance(value, dt.datetime):  # an unquoted YAML timestamp; naive means UTC
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("must be an RFC3339 time such as 2026-11-28T00:00:00Z")
+    return parse_time(str(value)) if isinstance(value, str) else float(value)
 
 
 def _check_max_decoded_bytes(value: Any) -> int:
