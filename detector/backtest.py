@@ -178,11 +178,11 @@ def _first_metric(pack: Any) -> str | None:
 def backtest_cli(args: Any) -> int:
     from detector.native import NativeSource
     from detector.openmetrics import OpenMetricsError, load_openmetrics
-    from detector.packload import PackError, default_pack, load_pack
+    from detector.packload import PackError, resolve_pack
     from detector.store import SampleStore
 
     try:
-        pack = load_pack(args.pack) if args.pack else default_pack()
+        pack = resolve_pack(args.pack)
     except PackError as exc:
         print(f"csf backtest: invalid pack:\n{exc}", file=sys.stderr)
         return 2

@@ -290,14 +290,14 @@ def pack_check_cli(args: Any, out: TextIO | None = None, err: TextIO | None = No
     err = err if err is not None else sys.stderr
     from detector.native import NativeSource
     from detector.openmetrics import OpenMetricsError, load_openmetrics
-    from detector.packload import PackError, default_pack, load_pack
+    from detector.packload import PackError, resolve_pack
     from detector.store import SampleStore
 
     if bool(args.input) == bool(args.prometheus_url):
         err.write("csf pack check: give exactly one of --input FILE or --prometheus-url URL\n")
         return 2
     try:
-        pack = load_pack(args.pack) if args.pack else default_pack()
+        pack = resolve_pack(args.pack)
     except PackError as exc:
         err.write(f"csf pack check: invalid pack:\n{exc}\n")
         return 2

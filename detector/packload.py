@@ -1481,7 +1481,43 @@ def validate_cli(paths: list[str]) -> int:
     return 0 if ok else 1
 
 
-def show_cli() -> int:
-    """`csf pack show`: print the built-in pack's YAML, comments included."""
-    sys.stdout.write(_default_resource().read_text(encoding="utf-8"))
+BUILTIN_PACKS: dict[str, str] = {"microlearning-video": "default.yaml", "web-shop": "web-shop.yaml"}
+"""Built-in packs by name (the file under detector/packs/); ``default`` is the video pack."""
+
+
+def _builtin_resource(name: str) -> Any:
+    key = "microlearning-video" if name == "default" else name
+    if key not in BUILTIN_PACKS:
+        close = _did_you_mean(name, [*BUILTIN_PACKS, "default"])
+        raise PackError([PackIssue("<built-in>", 0, 0, "pack", f"no built-in pack {name!r}{close}; built-in: {', '.join(BUILTIN_PACKS)}")])
+    return resources.files("detector").joinpath("packs", BUILTIN_PACKS[key])
+
+
+@functools.lru_cache(maxsize=8)
+def builtin_pack(name: str) -> Pack:
+    """A built-in pack by name (``default`` or ``microlearning-video``, ``web-shop``)."""
+    if name in ("default", "microlearning-video"):
+        return default_pack()
+    res = _builtin_resource(name)
+    return load_pack_text(res.read_text(encoding="utf-8"), source=str(res))
+
+
+def resolve_pack(ref: str | None) -> Pack:
+    """`--pack` values: a built-in pack's name, or a file (None: the default pack)."""
+    if ref is None:
+        return default_pack()
+    if ref in BUILTIN_PACKS or ref == "default":
+        return builtin_pack(ref)
+    return load_pack(ref)
+
+
+def show_cli(name: str | None = None) -> int:
+    """`csf pack show [--pack NAME]`: print a built-in pack's YAML, comments included."""
+    try:
+        res = _builtin_resource(name or "default")
+    except PackError as exc:
+        for issue in exc.issues:
+            print(f"csf pack show: {issue.message}", file=sys.stderr)
+        return 2
+    sys.stdout.write(res.read_text(encoding="utf-8"))
     return 0

@@ -192,10 +192,10 @@ def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def generate_cli(args: Any) -> int:
-    from detector.packload import PackError, default_pack, load_pack
+    from detector.packload import PackError, resolve_pack
 
     try:
-        pack = load_pack(args.pack) if args.pack else default_pack()
+        pack = resolve_pack(args.pack)
     except PackError as exc:
         print(f"csf dashboards generate: invalid pack:\n{exc}", file=sys.stderr)
         return 2

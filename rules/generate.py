@@ -697,9 +697,7 @@ def generate_rules(
 def _load_pack(path: str | None) -> Pack:
     from detector import packload
 
-    if path:
-        return packload.load_pack(path)
-    return packload.default_pack()
+    return packload.resolve_pack(path)
 
 
 def generate_cli(args: Any) -> int:
@@ -738,7 +736,7 @@ def generate_cli(args: Any) -> int:
 
 def _check_runbooks(pack: Pack, args: Any) -> None:
     """Write runbook skeletons when asked; warn about every constraint whose alert links nothing."""
-    from rules.runbooks import missing_runbooks, write_skeletons
+    from rules.runbooks import missing_runbooks, runbook_file, write_skeletons
 
     skeletons = getattr(args, "runbook_skeletons", None)
     runbook_dir = Path(skeletons or getattr(args, "runbook_dir", None) or "deploy/runbooks")
@@ -748,7 +746,7 @@ def _check_runbooks(pack: Pack, args: Any) -> None:
     for c in missing_runbooks(pack, runbook_dir):
         print(
             f"csf rules generate: warning: no runbook for constraint {c.name!r}: its alerts link "
-            f"{constraint_runbook_file(c.name)} but {runbook_dir / constraint_runbook_file(c.name)} does not exist; "
+            f"{runbook_file(c)} but {runbook_dir / (runbook_file(c) or '')} does not exist; "
             f"write it, set `runbook:` on the constraint, or run with --runbook-skeletons {runbook_dir}",
             file=sys.stderr,
         )

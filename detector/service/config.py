@@ -1025,10 +1025,15 @@ def _parse_auth(f: _File, node: Node) -> tuple[str | None, str, bool]:
 
 
 def _build_pipeline(p: _Pipeline) -> PipelineConfig:
-    from detector.packload import PackError, default_pack, load_pack
+    from detector.packload import BUILTIN_PACKS, PackError, builtin_pack, default_pack, load_pack
 
     try:
-        pack = default_pack() if p.pack_path is None else load_pack(p.pack_path)
+        if p.pack_path is None:
+            pack = default_pack()
+        elif Path(p.pack_path).name in BUILTIN_PACKS and not Path(p.pack_path).exists():
+            pack = builtin_pack(Path(p.pack_path).name)  # a built-in pack's name, e.g. --pack web-shop
+        else:
+            pack = load_pack(p.pack_path)
     except PackError as exc:
         where = p.pack_where if p.pack_path is not None else f"{p.name}: built-in pack"
         raise ConfigError(f"{where}: invalid pack: {exc}") from None
@@ -1037,7 +1042,10 @@ def _build_pipeline(p: _Pipeline) -> PipelineConfig:
         raise ConfigError(f"{p.pack_where}: cannot read pack {p.pack_path}: {message}") from None
     src = p.source.config
     if isinstance(src, SimulatorSource):
-        from detector.simulator import SCENARIOS
+        from detector.simulator import SCENARIOS as VIDEO_SCENARIOS
+        from detector.websim import SCENARIOS as WEB_SCENARIOS
+
+        SCENARIOS = {**VIDEO_SCENARIOS, **WEB_SCENARIOS}
 
         if src.scenario not in SCENARIOS:
             raise ConfigError(
