@@ -47,7 +47,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sim = sub.add_parser("simulate", help="play a simulated platform: write OpenMetrics or serve /metrics")
-    sim.add_argument("--scenario", default="sequence")
+    sim.add_argument(
+        "--platform", choices=("video", "web"), default="video",
+        help="video: the default pack's platform; web: the web-shop pack's (scenarios web_*)",
+    )
+    sim.add_argument("--scenario", default=None, help="scenario (default: sequence, or web_sequence with --platform web)")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--days", type=float, default=None, help="days to write (default: the scenario's length)")
     sim.add_argument("--start", default=None, help="RFC3339 start of the simulated data (default: now - days)")
@@ -94,7 +98,8 @@ def _build_parser() -> argparse.ArgumentParser:
     pack_sub = pack.add_subparsers(dest="pack_command", required=True)
     val = pack_sub.add_parser("validate", help="validate pack files; exit 0 when all are valid")
     val.add_argument("files", nargs="+")
-    show = pack_sub.add_parser("show", help="print the built-in default pack")
+    show = pack_sub.add_parser("show", help="print a built-in pack (default: the video platform), comments included")
+    show.add_argument("--pack", default=None, help="built-in pack name: microlearning-video (default), web-shop")
     show.set_defaults(files=[])
     chk = pack_sub.add_parser(
         "check",
@@ -162,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from detector.packcheck import pack_check_cli
 
             return pack_check_cli(args)
-        return show_cli()
+        return show_cli(args.pack)
     if args.command == "rules":
         from rules.generate import generate_cli
 

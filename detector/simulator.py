@@ -1241,6 +1241,12 @@ def simulate_cli(args: Any) -> int:
     if getattr(args, "list", False):
         describe_scenarios(out)
         return 0
+    if getattr(args, "platform", "video") == "web" or (args.scenario or "").startswith("web_"):
+        from detector.websim import web_simulate_cli
+
+        return web_simulate_cli(args)
+    if args.scenario is None:
+        args.scenario = "sequence"
     spec = SCENARIOS.get(args.scenario)
     if spec is None:
         err.write(f"csf simulate: unknown scenario {args.scenario!r}; choose one of {', '.join(SCENARIOS)}\n")

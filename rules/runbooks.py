@@ -20,11 +20,21 @@ from rules.generate import constraint_runbook_file
 TODO = "TODO"
 
 
+def runbook_file(c: Constraint) -> str | None:
+    """The file a constraint's alerts link under the runbook base (None: an absolute URL)."""
+    if c.runbook:
+        return None if "://" in c.runbook else c.runbook.lstrip("/")
+    return constraint_runbook_file(c.name)
+
+
 def missing_runbooks(pack: Pack, runbook_dir: Path) -> list[Constraint]:
-    """Constraints without a ``runbook:`` field whose ``constraint-<name>.md`` is not in `runbook_dir`."""
-    return [
-        c for c in pack.constraints if not c.runbook and not (runbook_dir / constraint_runbook_file(c.name)).is_file()
-    ]
+    """Constraints whose linked runbook file (``runbook:`` or ``constraint-<name>.md``) is not in `runbook_dir`."""
+    out = []
+    for c in pack.constraints:
+        name = runbook_file(c)
+        if name is not None and not (runbook_dir / name).is_file():
+            out.append(c)
+    return out
 
 
 def _promql(c: Constraint, which: str) -> str:
@@ -105,7 +115,8 @@ def write_skeletons(pack: Pack, runbook_dir: Path) -> list[Path]:
     runbook_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for c in missing_runbooks(pack, runbook_dir):
-        path = runbook_dir / constraint_runbook_file(c.name)
+        path = runbook_dir / (runbook_file(c) or constraint_runbook_file(c.name))
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "x", encoding="utf-8") as fh:  # 'x': fails rather than overwrite
             fh.write(runbook_skeleton(pack, c))
         written.append(path)

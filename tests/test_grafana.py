@@ -6,9 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
-from detector.packload import default_pack
+from detector.packload import BUILTIN_PACKS, builtin_pack, default_pack
 from exporters.grafana import build_dashboard, panel_queries, render
 from tests._procs import require_binary
 
@@ -16,11 +17,21 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "deploy/grafana/dashboards/csf-microlearning-video.json"
 
 
-def test_default_dashboard_matches_checked_in_golden():
-    assert GOLDEN.exists(), "run: csf dashboards generate"
-    assert render(default_pack()) == GOLDEN.read_text(encoding="utf-8"), (
-        "deploy/grafana dashboard is stale: run `csf dashboards generate`"
+@pytest.mark.parametrize("name", sorted(BUILTIN_PACKS))
+def test_every_built_in_packs_dashboard_matches_its_checked_in_golden(name: str) -> None:
+    """Golden pairs, one per built-in pack: pack in, dashboard JSON out (`csf dashboards generate --pack NAME`)."""
+    pack = builtin_pack(name)
+    golden = ROOT / "deploy/grafana/dashboards" / f"csf-{pack.name}.json"
+    assert golden.exists(), f"run: csf dashboards generate --pack {name}"
+    assert render(pack) == golden.read_text(encoding="utf-8"), (
+        f"{golden.name} is stale: run `csf dashboards generate --pack {name}`"
     )
+    assert build_dashboard(pack)["uid"] == f"csf-{pack.name}"
+
+
+def test_no_dashboard_without_its_pack():
+    on_disk = {p.name for p in (ROOT / "deploy/grafana/dashboards").glob("*.json")}
+    assert on_disk == {f"csf-{builtin_pack(n).name}.json" for n in BUILTIN_PACKS}
 
 
 def test_dashboard_structure():

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.packload import default_pack
+from detector.packload import BUILTIN_PACKS, builtin_pack, default_pack
 from detector.promql import compile_promql
 from rules.generate import (
     ALERT_KINDS,
@@ -59,10 +59,14 @@ def alerts(files: dict[str, str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- goldens
 
 
-def test_checked_in_files_equal_generation_byte_for_byte(files: dict[str, str]) -> None:
+def test_checked_in_files_equal_generation_byte_for_byte() -> None:
+    """Golden pairs, one per built-in pack: pack in, rule files out (`csf rules generate --pack NAME`)."""
+    expected: dict[str, str] = {}
+    for pack_name in sorted(BUILTIN_PACKS):
+        expected.update(generate_rules(builtin_pack(pack_name)))
     on_disk = {p.name: p.read_text(encoding="utf-8") for p in GENERATED.glob("*.yml")}
-    assert sorted(on_disk) == sorted(files), "rules/generated/ is out of date: run `csf rules generate`"
-    for name, text in files.items():
+    assert sorted(on_disk) == sorted(expected), "rules/generated/ is out of date: run `csf rules generate --pack NAME`"
+    for name, text in expected.items():
         assert on_disk[name] == text, f"{name} differs from generation: run `csf rules generate`"
 
 
@@ -252,7 +256,7 @@ def test_one_runbook_per_alert_and_per_constraint_with_the_required_sections() -
 def test_promtool_check_rules_on_every_generated_file() -> None:
     promtool = _promtool()
     paths = sorted(GENERATED.glob("*.yml"))
-    assert len(paths) == 2
+    assert len(paths) == 2 * len(BUILTIN_PACKS)
     result = _run([promtool, "check", "rules", *map(str, paths)])
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(paths)
@@ -364,32 +368,32 @@ def test_missing_runbooks_are_warned_about_and_skeletons_written(
     from rules.runbooks import missing_runbooks
 
     pack = default_pack()
-    api = replace(pack.constraint("latency"), name="api_latency", description="")
+    api = replace(pack.constraint("latency"), name="edge_latency", description="")
     pack = replace(pack, constraints=tuple(api if c.name == "latency" else c for c in pack.constraints))
-    assert [c.name for c in missing_runbooks(pack, RUNBOOKS)] == ["api_latency"]
+    assert [c.name for c in missing_runbooks(pack, RUNBOOKS)] == ["edge_latency"]
     pack_file = tmp_path / "pack.yaml"
     from detector.cli import main
 
     assert main(["pack", "show"]) == 0
     pack_file.write_text(
         capsys.readouterr()
-        .out.replace("- name: latency", "- name: api_latency")
-        .replace("predecessors: [latency]", "predecessors: [api_latency]"),
+        .out.replace("- name: latency", "- name: edge_latency")
+        .replace("predecessors: [latency]", "predecessors: [edge_latency]"),
         encoding="utf-8",
     )
     base = ["rules", "generate", "--pack", str(pack_file), "--output-dir", str(tmp_path / "out")]
     assert main([*base, "--runbook-dir", str(RUNBOOKS)]) == 0
     err = capsys.readouterr().err
-    assert "warning: no runbook for constraint 'api_latency'" in err and "--runbook-skeletons" in err
+    assert "warning: no runbook for constraint 'edge_latency'" in err and "--runbook-skeletons" in err
     assert "'protocol'" not in err  # the others have theirs
 
     books = tmp_path / "books"
     assert main([*base, "--runbook-skeletons", str(books)]) == 0
     out, err = capsys.readouterr()
-    skeleton = books / "constraint-api_latency.md"
+    skeleton = books / "constraint-edge_latency.md"
     assert f"{skeleton} (runbook skeleton" in out
     text = skeleton.read_text()
-    assert text.startswith("# Constraint: api_latency (layer physics)")
+    assert text.startswith("# Constraint: edge_latency (layer physics)")
     assert (
         "histogram_quantile(0.95, sum by (region, device_tier, le) (rate(video_start_latency_seconds_bucket[5m])))"
         in text

@@ -395,7 +395,13 @@ def build_handle(
     clock = SimulatedClock(origin=wall0, wall0=wall0, speed=src.speed, wall=wall)
     store = SampleStore(retention=history + 3600.0)
     # Scenario offset 0 is the service start; the history before it plays the first phase.
-    simulator = Simulator(src.scenario, seed=src.seed, origin=wall0, interval=src.interval, history=history)
+    simulator: Any
+    if src.scenario.startswith("web_"):
+        from detector.websim import WebShopSimulator  # the web-shop platform (pack web-shop)
+
+        simulator = WebShopSimulator(src.scenario, src.seed, origin=wall0, interval=src.interval, history=history)
+    else:
+        simulator = Simulator(src.scenario, seed=src.seed, origin=wall0, interval=src.interval, history=history)
     source = NativeSource(store)
     return PipelineHandle(
         name=pc.name,
