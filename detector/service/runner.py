@@ -356,23 +356,18 @@ def build_handle(
             verify_tls=src.tls_verify,
             name="prometheus",
         )
+        clock: Callable[[], float] = wall
+        rate = 1.0
         if src.replay_from is not None:
             # history watched as if live: the pipeline's clock starts at replay_from
-            replay = SimulatedClock(origin=src.replay_from, wall0=wall(), speed=src.replay_speed, wall=wall)
-            return PipelineHandle(
-                name=pc.name,
-                pack=pc.pack,
-                pipeline=Pipeline(pc.name, pc.pack, prom),
-                clock=replay,
-                rate=src.replay_speed,
-                source=src.describe(),
-                source_up=prom.up,
-            )
+            clock = SimulatedClock(origin=src.replay_from, wall0=wall(), speed=src.replay_speed, wall=wall)
+            rate = src.replay_speed
         return PipelineHandle(
             name=pc.name,
             pack=pc.pack,
             pipeline=Pipeline(pc.name, pc.pack, prom),
-            clock=wall,
+            clock=clock,
+            rate=rate,
             source=src.describe(),
             source_up=prom.up,
         )
