@@ -11,6 +11,10 @@ Rules
 * **Splitting.** Prometheus refuses a range query with more than 11,000 points per
   series; longer grids are split into consecutive requests of at most
   `MAX_POINTS_PER_REQUEST` points and stitched back together.
+* **Grid.** Each request carries ``nocache=1``: VictoriaMetrics (with its default
+  response cache) would otherwise round ``start`` and ``end`` of a grid of 50 points or
+  more to multiples of ``step`` and answer at times csf did not ask for. Prometheus
+  ignores the parameter, as it ignores every form field it does not know.
 * **Values.** Sample values arrive as strings; ``"NaN"``, ``"+Inf"`` and ``"-Inf"``
   are parsed as such. Points are placed on the requested grid by their timestamp;
   grid points with no returned sample are NaN: the source never invents a value,
@@ -267,6 +271,9 @@ class PrometheusSource:
                 "step": step_text,
                 "timeout": f"{self.timeout:g}s",
                 "stats": "all",
+                # VictoriaMetrics otherwise moves a grid of 50+ points onto multiples of the
+                # step (for its cache): every point would miss csf's grid. Prometheus ignores it.
+                "nocache": "1",
             }
             data = self._call("/api/v1/query_range", form)
             samples_read += _samples_from_stats(data)

@@ -10,6 +10,7 @@ Every wait here is bounded; every process and server started is stopped by its o
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import socket
@@ -142,18 +143,53 @@ class PrometheusProcess:
         self.stop()
 
 
+VICTORIA_METRICS_REPLAY_FLAGS = (
+    "-search.latencyOffset=0s",
+    "-search.disableCache",
+    "-search.maxLookback=5m",
+)
+"""Flags under which VictoriaMetrics answers exactly the grid asked for, over old data.
+
+``-search.latencyOffset=0s``: a query does not hide the newest samples (default: 30 s;
+VictoriaMetrics keeps at least 1 s). ``-search.disableCache``: every answer is computed
+from the raw data, and ``query_range`` keeps the requested start and end (with the cache,
+a grid of 50 points or more is moved onto multiples of the step; csf sends ``nocache=1``
+for that reason too). ``-search.maxLookback=5m``: instant selectors look back 5 minutes,
+as Prometheus' default ``--query.lookback-delta`` (VictoriaMetrics would otherwise derive
+the lookback from the data's own interval)."""
+
+
+def _prometheus_text_line(line: str) -> tuple[str, str, int] | None:
+    """One OpenMetrics sample line as (Prometheus text line, series, timestamp in ms).
+
+    None for comments (``# HELP``/``# TYPE``/``# EOF``) and blank lines. OpenMetrics stamps
+    samples in (possibly fractional) seconds, the Prometheus text format in integer
+    milliseconds; an exemplar (`` # {...} ...``) is dropped."""
+    line = line.rstrip("\n")
+    if not line.strip() or line.startswith("#"):
+        return None
+    brace = line.rfind("}")
+    if brace >= 0:
+        series, rest = line[: brace + 1], line[brace + 1 :]
+    else:
+        series, _, rest = line.partition(" ")
+    fields = rest.split(" # ", 1)[0].split()
+    if len(fields) != 2:
+        raise ValueError(f"expected '<series> <value> <timestamp>', got {line!r}")
+    value, stamp = fields
+    ms = int(round(float(stamp) * 1000))
+    return f"{series} {value} {ms}", series, ms
+
+
 class VictoriaMetricsProcess:
     """A real single-node VictoriaMetrics on 127.0.0.1:<random port> (Debian's victoria-metrics).
 
-    Flags: ``-retentionPeriod=100y`` keeps the tests' old timestamps;
-    ``-search.latencyOffset=0s`` and ``-search.disableCache`` make a query at time t see
-    every sample up to t and compute every answer from the raw data, as a test over
-    backfilled history needs; ``-search.maxStalenessInterval=5m`` gives instant selectors
-    Prometheus' 5-minute lookback (VictoriaMetrics would otherwise derive it from the
-    data's own interval).
+    ``-retentionPeriod=100y`` keeps the tests' old timestamps (2023). `search_flags`
+    defaults to `VICTORIA_METRICS_REPLAY_FLAGS`; ``()`` runs VictoriaMetrics' own defaults,
+    as a user's server would.
     """
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, search_flags: tuple[str, ...] = VICTORIA_METRICS_REPLAY_FLAGS) -> None:
         binary = require_binary(VICTORIA_METRICS)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -166,10 +202,8 @@ class VictoriaMetricsProcess:
                 f"-httpListenAddr=127.0.0.1:{self.port}",
                 f"-storageDataPath={tmp / 'vm-data'}",
                 "-retentionPeriod=100y",
-                "-search.latencyOffset=0s",
-                "-search.disableCache",
-                "-search.maxStalenessInterval=5m",
                 "-loggerLevel=WARN",
+                *search_flags,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -187,11 +221,12 @@ class VictoriaMetricsProcess:
     def import_store(self, store: Any, batch_series: int = 200) -> int:
         """Import every series of a `SampleStore` (JSON-lines import API); returns the samples sent.
 
-        Waits, bounded, until a query sees every series."""
+        Waits, bounded, until queries see every series and every sample."""
         import json
 
         lines: list[str] = []
         total = series = 0
+        lo, hi = math.inf, -math.inf
         with httpx.Client(timeout=120.0) as client:
 
             def flush() -> None:
@@ -207,17 +242,76 @@ class VictoriaMetricsProcess:
                     lines.append(json.dumps({"metric": metric, "values": vals.tolist(), "timestamps": stamps}))
                     total += len(ts)
                     series += 1
+                    if stamps:
+                        lo, hi = min(lo, stamps[0]), max(hi, stamps[-1])
                     if len(lines) >= batch_series:
                         flush()
             flush()
-            assert client.get(self.url + "/internal/force_flush").status_code == 200
-
-            def visible() -> bool:
-                r = client.get(self.url + "/api/v1/series/count")
-                return r.status_code == 200 and int(r.json()["data"][0]) >= series
-
-            wait_until(visible, 60.0, 0.2, f"victoria-metrics to index {series} series")
+            self._wait_searchable(client, series, total, lo, hi)
         return total
+
+    def import_prometheus_text(self, path: Path, chunk_bytes: int = 8 << 20) -> tuple[int, int]:
+        """Import an OpenMetrics (or Prometheus text) file with timestamps through
+        ``/api/v1/import/prometheus``, in requests of about `chunk_bytes`; returns
+        (series, samples) sent.
+
+        Timestamps are rewritten to integer milliseconds, the unit of the Prometheus text
+        format. Waits, bounded, until queries see every series and every sample."""
+        series: set[str] = set()
+        samples = 0
+        lo, hi = math.inf, -math.inf
+        buf: list[str] = []
+        size = 0
+        with httpx.Client(timeout=120.0) as client:
+
+            def flush() -> None:
+                nonlocal size
+                if buf:
+                    r = client.post(self.url + "/api/v1/import/prometheus", content="".join(buf).encode())
+                    assert r.status_code == 204, f"HTTP {r.status_code}: {r.text[:500]}"
+                    buf.clear()
+                    size = 0
+
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    converted = _prometheus_text_line(line)
+                    if converted is None:
+                        continue
+                    text, key, ms = converted
+                    series.add(key)
+                    samples += 1
+                    lo, hi = min(lo, ms), max(hi, ms)
+                    buf.append(text + "\n")
+                    size += len(text) + 1
+                    if size >= chunk_bytes:
+                        flush()
+            flush()
+            self._wait_searchable(client, len(series), samples, lo, hi)
+        return len(series), samples
+
+    def _wait_searchable(self, client: httpx.Client, series: int, samples: int, lo: float, hi: float) -> None:
+        """Force the imported data into searchable parts, then poll (bounded) until a series
+        count and a sample count over [lo, hi] (ms) see all of it."""
+        r = client.get(self.url + "/internal/force_flush")
+        assert r.status_code == 200, r.text[:500]
+        if series == 0:
+            return
+        # count_over_time over (hi - window, hi] with the window one minute wider than the data
+        window_s = int((hi - lo) / 1000) + 60
+        count_query = {"query": f'sum(count_over_time({{__name__=~".+"}}[{window_s}s]))', "time": f"{hi / 1000:.3f}"}
+
+        def visible() -> bool:
+            r = client.get(self.url + "/api/v1/series/count")
+            if r.status_code != 200 or int(r.json()["data"][0]) < series:
+                return False
+            r = client.post(self.url + "/api/v1/query", data=count_query)
+            result = r.json()["data"]["result"] if r.status_code == 200 else []
+            return bool(result) and int(float(result[0]["value"][1])) == samples
+
+        try:
+            wait_until(visible, 60.0, 0.2, f"victoria-metrics to serve {series} series and {samples} samples")
+        except AssertionError as exc:  # e.g. samples older than -retentionPeriod: dropped, yet HTTP 204
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
 
     def log_tail(self, n: int = 3000) -> str:
         self._log.flush()

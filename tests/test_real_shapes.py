@@ -7,7 +7,7 @@ a clear, causal latency problem, is read three ways with the default pack unchan
 * through `NativeSource` over the file loaded into a `SampleStore` (what `csf backtest
   --input` and push pipelines do),
 * through a real Prometheus serving the same file (promtool backfill),
-* through a real VictoriaMetrics serving the same file (its Prometheus text import).
+* through a real VictoriaMetrics holding the same samples (its JSON-lines import).
 
 Every path must learn the 5-minute interval, widen the 5m windows to 20m, and publish
 the same binding constraint, states and causal verdicts at every evaluation.
