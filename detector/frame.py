@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from detector.errors import CsfError
 from detector.signals import Signal
 
 Labels = tuple[tuple[str, str], ...]
@@ -172,7 +173,7 @@ def effective_range(range_s: float, interval: float | None, pinned: bool = False
     return float(math.ceil(need - 1e-6))
 
 
-class SourceError(Exception):
+class SourceError(CsfError):
     """The source could not answer (down, timeout, bad response). Makes constraints `observe`."""
 
 

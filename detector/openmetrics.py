@@ -41,6 +41,8 @@ from typing import Any, Literal, Protocol, TextIO
 
 import numpy as np
 
+from detector.errors import DataError
+
 FAMILY_TYPES: tuple[str, ...] = ("gauge", "counter", "histogram", "unknown")
 Format = Literal["auto", "openmetrics", "prometheus"]
 
@@ -49,7 +51,7 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _HIST_SUFFIXES = ("_bucket", "_count", "_sum", "_created")
 
 
-class OpenMetricsError(ValueError):
+class OpenMetricsError(DataError, ValueError):
     """Malformed exposition text; `line_no` is 1-based."""
 
     def __init__(self, line_no: int, message: str) -> None:

@@ -66,6 +66,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from detector.errors import SpecError
 from detector.matchers import regex_problem
 from detector.pack import (
     LAYERS,
@@ -123,7 +124,7 @@ class PackIssue:
         return f"{where}: {self.message}"
 
 
-class PackError(Exception):
+class PackError(SpecError):
     """A pack failed validation; `issues` lists every problem found, in file order."""
 
     def __init__(self, issues: Sequence[PackIssue]) -> None:

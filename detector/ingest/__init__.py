@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from detector.errors import DataError
+
 MiB = 1024 * 1024
 MAX_FUTURE_SECONDS = 600.0
 """Samples stamped further ahead of the receiver's clock are refused (a sender's clock is wrong)."""
@@ -48,7 +50,7 @@ class IngestReport:
 OnIngest = Callable[[IngestReport], None]
 
 
-class IngestError(Exception):
+class IngestError(DataError):
     """A request refused with `status` (4xx for the client's data, 5xx for our own faults)."""
 
     def __init__(self, status: int, message: str) -> None:

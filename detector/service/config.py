@@ -85,6 +85,7 @@ from typing import Any, Literal
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from detector.errors import SpecError
 from detector.pack import Pack
 from detector.timefmt import parse_duration
 
@@ -116,7 +117,7 @@ ENV_VARS: dict[str, str] = {
 _PIPELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class ConfigError(Exception):
+class ConfigError(SpecError):
     """The configuration is invalid; the message names the file/line, variable or flag."""
 
 

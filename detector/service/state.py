@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from detector.errors import CsfError
 from detector.evidence import Evaluation
 
 DB_NAME = "csf.db"
@@ -104,7 +105,7 @@ _PG_SCHEMES = ("postgresql", "postgres")
 Backend = Literal["sqlite", "postgresql"]
 
 
-class StateError(Exception):
+class StateError(CsfError):
     """The state database could not be opened, written or read."""
 
     def __init__(self, message: str, kind: str) -> None:
