@@ -18,6 +18,10 @@ from detector.evidence import Evaluation, MetaReport
 from detector.frame import Source
 from detector.pack import Pack
 
+DEFAULT_EVALUATION_INTERVAL = 60.0
+"""Seconds between a live pipeline's evaluations unless configured (`csf serve`); the
+generated alerts' timings follow it."""
+
 Observer = Callable[[Evaluation], None]
 
 

@@ -42,7 +42,7 @@ import httpx
 
 from detector.evidence import ConstraintResult, Evaluation
 from detector.pack import OBSERVABILITY, Pack
-from rules.generate import (
+from exporters.alerts import (
     BINDING,
     BINDING_CHANGE_WINDOW,
     BINDING_CHANGED,

@@ -16,8 +16,9 @@ target. Constraint-level expressions aggregate ``by (pipeline, constraint)`` so 
 replicas publishing the same answer make one alert, and scrape labels never split
 an incident.
 
-The alert catalogue (names, severities, summaries, runbook file names) is shared
-with `exporters.alertmanager`, which pushes the same alerts without Prometheus.
+The alert catalogue (names, severities, summaries, runbook file names) lives in
+`exporters.alerts`, shared with `exporters.alertmanager`, which pushes the same alerts
+without Prometheus. Nothing here imports the service.
 """
 
 from __future__ import annotations
@@ -34,18 +35,34 @@ import yaml
 
 from detector.frame import effective_range
 from detector.pack import OBSERVABILITY, Constraint, Pack, ProtocolFloorGuard
+from detector.pipeline import DEFAULT_EVALUATION_INTERVAL
 from detector.promql import compile_promql
-from detector.service.config import DEFAULT_EVALUATION_INTERVAL
 from detector.timefmt import format_duration
+from exporters.alerts import (  # the catalogue; re-exported here, its first home
+    ALERT_KINDS,
+    BINDING,
+    BINDING_CHANGE_WINDOW,
+    BINDING_CHANGED,
+    DEFAULT_RUNBOOK_BASE_URL,
+    DETECTOR_DOWN,
+    EVALUATION_STALE,
+    META_OVERHEAD,
+    OBSERVABILITY_GAP,
+    OBSERVABILITY_GAP_PAGE,
+    PROXY,
+    SOURCE_DOWN,
+    AlertKind,
+    _file_part,
+    alert_runbook_url,
+    constraint_runbook_url,
+    meta_constraint_name,
+    normalise_base_url,
+)
 
-DEFAULT_RUNBOOK_BASE_URL = "https://runbooks.example.com/csf/"
-"""Neutral placeholder: point `--runbook-base-url` at wherever you publish `deploy/runbooks/`."""
 DEFAULT_JOB = "csf"
 """Prometheus job label of the csf scrape target (used by CSFDetectorDown)."""
 STALE_EVALUATIONS = 3
 """CSFEvaluationStale fires after this many evaluation intervals without a new evaluation."""
-BINDING_CHANGE_WINDOW = 3600.0
-"""CSFBindingConstraintChanged stays active this long after the binding constraint moved."""
 MIN_HOLD = 300.0
 """Floor of `for`/`keep_firing_for` on state alerts: a failed scrape or two never flaps a page."""
 DETECTOR_DOWN_FOR = 300.0
@@ -53,128 +70,11 @@ BUILD_INFO_MEMORY = 86400.0
 """How long CSFDetectorDown remembers the pipelines an instance served (last_over_time window)."""
 META_OVERHEAD_FOR = 3600.0
 
-SEVERITY_PAGE = "page"
-SEVERITY_TICKET = "ticket"
-SEVERITY_INFO = "info"
-
-
-@dataclass(frozen=True)
-class AlertKind:
-    """One alert of the catalogue. `summary` is a format string over {pipeline} and {constraint}."""
-
-    name: str
-    severity: str
-    summary: str
-
-    @property
-    def runbook(self) -> str:
-        """File name of the alert's runbook in deploy/runbooks/."""
-        return f"{self.name}.md"
-
-    def summary_text(self, pipeline: str, constraint: str) -> str:
-        return self.summary.format(pipeline=pipeline, constraint=constraint)
-
-
-BINDING = AlertKind(
-    "CSFBindingConstraint",
-    SEVERITY_PAGE,
-    "{constraint} is the binding constraint of {pipeline}: invest in relieving it",
-)
-BINDING_CHANGED = AlertKind(
-    "CSFBindingConstraintChanged",
-    SEVERITY_INFO,
-    "the binding constraint of {pipeline} moved to {constraint}",
-)
-PROXY = AlertKind(
-    "CSFConstraintProxy",
-    SEVERITY_TICKET,
-    "{constraint} on {pipeline} is beyond target but failed causal validation (proxy): investigate, do not invest",
-)
-OBSERVABILITY_GAP = AlertKind(
-    "CSFObservabilityGap",
-    SEVERITY_TICKET,
-    "inputs of {constraint} on {pipeline} are missing or stale",
-)
-OBSERVABILITY_GAP_PAGE = AlertKind(OBSERVABILITY_GAP.name, SEVERITY_PAGE, OBSERVABILITY_GAP.summary)
-"""The same alert when the gap hides the head of the sequence (published binding = observability)."""
-DETECTOR_DOWN = AlertKind(
-    "CSFDetectorDown",
-    SEVERITY_PAGE,
-    "csf is down for {pipeline}: nobody is watching the binding constraint",
-)
-EVALUATION_STALE = AlertKind(
-    "CSFEvaluationStale",
-    SEVERITY_PAGE,
-    "csf has stopped evaluating {pipeline}: the published binding constraint is stale",
-)
-SOURCE_DOWN = AlertKind(
-    "CSFSourceDown",
-    SEVERITY_PAGE,
-    "csf cannot read its data source for {pipeline}: every constraint is unobserved",
-)
-META_OVERHEAD = AlertKind(
-    "CSFMetaOverhead",
-    SEVERITY_TICKET,
-    "analysis overhead of {pipeline} is above its limit: the framework costs more than it returns",
-)
-
-ALERT_KINDS: tuple[AlertKind, ...] = (
-    BINDING,
-    BINDING_CHANGED,
-    PROXY,
-    OBSERVABILITY_GAP,
-    DETECTOR_DOWN,
-    EVALUATION_STALE,
-    SOURCE_DOWN,
-    META_OVERHEAD,
-)
-"""Every alert name the generator and the Alertmanager pusher emit (one runbook each)."""
-
 _SAFE_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def _metric_part(name: str) -> str:
     return _SAFE_NAME.sub("_", name)
-
-
-def _file_part(name: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_.-]", "-", name)
-
-
-def normalise_base_url(base: str | None) -> str:
-    """'' or None -> the default; otherwise the base with exactly one trailing slash."""
-    if not base:
-        return DEFAULT_RUNBOOK_BASE_URL
-    return base.rstrip("/") + "/"
-
-
-def alert_runbook_url(base: str | None, kind: AlertKind) -> str:
-    return normalise_base_url(base) + kind.runbook
-
-
-def constraint_runbook_file(name: str) -> str:
-    """Runbook file name of a constraint (also used for 'observability')."""
-    return f"constraint-{_file_part(name)}.md"
-
-
-def constraint_runbook_url(base: str | None, constraint: Constraint | str) -> str:
-    """The pack's own `runbook` (absolute URL, or a path joined to the base) or constraint-<name>.md."""
-    if isinstance(constraint, Constraint) and constraint.runbook:
-        ref = constraint.runbook
-        if "://" in ref:
-            return ref
-        return normalise_base_url(base) + ref.lstrip("/")
-    name = constraint.name if isinstance(constraint, Constraint) else constraint
-    return normalise_base_url(base) + constraint_runbook_file(name)
-
-
-def meta_constraint_name(pack: Pack | None) -> str:
-    """The pack's meta constraint (the label CSFMetaOverhead carries), 'meta' when it declares none."""
-    if pack is not None:
-        for c in pack.constraints:
-            if c.kind == "meta":
-                return c.name
-    return "meta"
 
 
 def signal_constraints(pack: Pack) -> tuple[Constraint, ...]:
@@ -762,6 +662,14 @@ def _interval_seconds(value: Any) -> float | None:
 
 __all__ = [
     "ALERT_KINDS",
+    "BINDING",
+    "BINDING_CHANGED",
+    "BINDING_CHANGE_WINDOW",
+    "META_OVERHEAD",
+    "OBSERVABILITY_GAP",
+    "OBSERVABILITY_GAP_PAGE",
+    "PROXY",
+    "SOURCE_DOWN",
     "DEFAULT_JOB",
     "DEFAULT_RUNBOOK_BASE_URL",
     "MIN_HOLD",

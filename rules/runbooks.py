@@ -15,7 +15,7 @@ from pathlib import Path
 
 from detector.pack import Constraint, Pack
 from detector.promql import compile_promql
-from rules.generate import constraint_runbook_file
+from exporters.alerts import constraint_runbook_file
 
 TODO = "TODO"
 

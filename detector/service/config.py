@@ -87,13 +87,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from detector.errors import SpecError
 from detector.pack import Pack
+from detector.pipeline import DEFAULT_EVALUATION_INTERVAL
 from detector.timefmt import parse_duration
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9466
 DEFAULT_DATA_DIR = ".csf"
-DEFAULT_EVALUATION_INTERVAL = 60.0
+
 DEFAULT_PIPELINE = "default"
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
