@@ -3,7 +3,7 @@
 Pure functions over a panel ``x[u, t]``, ``y[u, t]`` (units x steps, NaN = missing).
 The caller orients the data so that *harm* is a positive slope (higher X -> higher Y).
 This is the fast path: direct numpy linear algebra, one pass per panel, scipy only for
-distribution tails. `detector.causal_reference` implements the same definitions with
+distribution tails. `tests.oracles.causal_reference` (a test oracle, not shipped) implements the same definitions with
 statsmodels/scipy general APIs; tests hold the two equal.
 
 Conventions (shared with the reference implementation)

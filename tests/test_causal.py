@@ -16,10 +16,10 @@ from detector.causal import (
     run_causal_tests,
     sensitivity_gamma,
 )
-from detector.causal_reference import run_causal_tests_reference, sensitivity_gamma_reference
 from detector.evidence import TEST_NAMES, CausalEvidence, TestResult
 from detector.pack import CausalSettings
 from tests import synthetic as syn
+from tests.oracles.causal_reference import run_causal_tests_reference, sensitivity_gamma_reference
 
 SETTINGS = CausalSettings()
 

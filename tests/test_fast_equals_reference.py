@@ -20,13 +20,13 @@ import pytest
 
 from detector import native
 from detector.causal import _matched_differences, _prepare, run_causal_tests
-from detector.causal_reference import run_causal_tests_reference
 from detector.frame import Labels
 from detector.openmetrics import OpenMetricsError, _Parser, write_openmetrics
 from detector.pack import CausalSettings
 from detector.signals import Signal
 from detector.store import STALE_NAN, SampleStore
 from tests import synthetic as syn
+from tests.oracles.causal_reference import run_causal_tests_reference
 
 SETTINGS = CausalSettings()
 

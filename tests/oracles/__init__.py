@@ -1,0 +1,1 @@
+"""Reference implementations the fast paths are checked against (test oracles, not shipped)."""
