@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -86,7 +86,36 @@ def wait_until(
     )
 
 
-class PrometheusProcess:
+class _Server:
+    """A server subprocess with its log file: `log_tail`, `stop` (terminate, bounded wait,
+    kill) and use as a context manager that stops it."""
+
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _log: Any
+
+    def log_tail(self, n: int = 3000) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PrometheusProcess(_Server):
     """A real Prometheus on 127.0.0.1:<random port>, stopped by `stop()` (or the context manager)."""
 
     def __init__(
@@ -122,25 +151,7 @@ class PrometheusProcess:
 
         wait_until(ready, timeout, 0.1, "prometheus /-/ready")
 
-    def log_tail(self, n: int = 3000) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-n:]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
-
-    def __enter__(self) -> PrometheusProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 VICTORIA_METRICS_REPLAY_FLAGS = (
@@ -181,7 +192,7 @@ def _prometheus_text_line(line: str) -> tuple[str, str, int] | None:
     return f"{series} {value} {ms}", series, ms
 
 
-class VictoriaMetricsProcess:
+class VictoriaMetricsProcess(_Server):
     """A real single-node VictoriaMetrics on 127.0.0.1:<random port> (Debian's victoria-metrics).
 
     ``-retentionPeriod=100y`` keeps the tests' old timestamps (2023). `search_flags`
@@ -313,25 +324,7 @@ class VictoriaMetricsProcess:
         except AssertionError as exc:  # e.g. samples older than -retentionPeriod: dropped, yet HTTP 204
             raise AssertionError(f"{exc}\n{self.log_tail()}") from None
 
-    def log_tail(self, n: int = 3000) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-n:]
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
-
-    def __enter__(self) -> VictoriaMetricsProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager
