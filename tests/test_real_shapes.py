@@ -1,8 +1,8 @@
 """Real data of any shape: one verdict whatever path the data takes.
 
-A 4-day OpenMetrics file of the default pack's metrics sampled every **5 minutes**, with
-a clear, causal latency problem, is read three ways with the default pack unchanged
-(lookback shortened to 2 days so the file covers it):
+An 8-day OpenMetrics file of the default pack's metrics sampled every **5 minutes**, with
+a clear, causal latency problem, is read three ways with the default pack unchanged (its
+7-day lookback included):
 
 * through `NativeSource` over the file loaded into a `SampleStore` (what `csf backtest
   --input` and push pipelines do),
@@ -38,7 +38,7 @@ from tests._procs import PROMTOOL, PrometheusProcess, VictoriaMetricsProcess, re
 pytestmark = pytest.mark.slow
 
 ORIGIN = 1_700_000_100.0  # on the 5-minute grid
-DAYS = 4
+DAYS = 8
 INTERVAL = 300.0
 END = ORIGIN + DAYS * 86400
 # every 4 h over the last day, 17 s off the sample grid (Prometheus 2 and 3 agree there)
@@ -84,8 +84,7 @@ def five_minute(tmp_path_factory: pytest.TempPathFactory) -> FiveMinuteFile:
 
 
 def _pack() -> Pack:
-    pack = default_pack()
-    return dataclasses.replace(pack, windows=dataclasses.replace(pack.windows, lookback=2 * 86400.0))
+    return default_pack()  # unchanged: 7-day lookback, 5m ranges
 
 
 def _replay(source: Source) -> list[Evaluation]:
@@ -128,7 +127,7 @@ def test_backtest_input_cli_gives_the_same_verdicts(
     from detector.timefmt import format_time
 
     out = tmp_path / "bt.json"
-    argv = ["backtest", "--input", str(five_minute.path), "--lookback", "2d", "--every", "4h"]
+    argv = ["backtest", "--input", str(five_minute.path), "--every", "4h"]
     argv += ["--start", format_time(TIMES[0]), "--end", format_time(TIMES[-1]), "--format", "json", "-o", str(out)]
     assert main(argv) == 0
     doc = json.loads(out.read_text())
@@ -154,11 +153,26 @@ def prometheus_url(five_minute: FiveMinuteFile, tmp_path_factory: pytest.TempPat
         yield proc.url
 
 
-def _assert_same_as_native(url: str, native_run: list[Evaluation], value_rtol: float) -> None:
-    """The server at `url` gives the native verdicts, the 20m window, and the p95 within `value_rtol`."""
+def _published(evaluations: list[Evaluation]) -> list[tuple]:
+    """What csf publishes: binding, decision, and each constraint's state and decision."""
+    return [(e.binding, e.decision, tuple((c.name, c.state, c.decision) for c in e.constraints)) for e in evaluations]
+
+
+def _assert_same_as_native(
+    url: str, native_run: list[Evaluation], value_rtol: float, every_causal_verdict: bool = True
+) -> None:
+    """The server at `url` publishes the native verdicts, with the 20m window and the p95
+    within `value_rtol`. The causal verdict of every constraint beyond target must match;
+    with `every_causal_verdict`, that of constraints within target too."""
     with PrometheusSource(url, timeout=30) as source:
         run = _replay(source)
-    assert _verdicts(run) == _verdicts(native_run)
+    assert _published(run) == _published(native_run)
+    if every_causal_verdict:
+        assert _verdicts(run) == _verdicts(native_run)
+    for mine, theirs in zip(run, native_run, strict=True):
+        for a, b in zip(mine.constraints, theirs.constraints, strict=True):
+            if b.pressure is not None and b.pressure.ratio is not None and b.pressure.ratio > 1:
+                assert (a.causal and a.causal.verdict) == (b.causal and b.causal.verdict), (a.name, mine.time)
     latency = run[-1].constraint("latency")
     assert [(w.sample_interval, w.effective_range) for w in latency.windows] == [(300.0, 1200.0)] * 2
     want = native_run[-1].constraint("latency").pressure
@@ -186,8 +200,11 @@ def test_victoria_metrics_gives_the_native_verdict_on_five_minute_data(
     native_run: list[Evaluation], victoria_url: str
 ) -> None:
     # VictoriaMetrics' rate() does not extrapolate and reads the sample before the window,
-    # so its numbers differ a little from Prometheus' (docs/ingestion.md); the verdict does not
-    _assert_same_as_native(victoria_url, native_run, 0.05)
+    # so its numbers differ a little from Prometheus' (docs/ingestion.md); what csf publishes
+    # does not. Over the full 7-day panel the supply constraint, within target (slack), has a
+    # segment test at p ~ 0.05, which those small differences can tip either way: its causal
+    # verdict is not published and changes no state or decision, so it is not compared.
+    _assert_same_as_native(victoria_url, native_run, 0.05, every_causal_verdict=False)
 
 
 def test_pack_check_against_prometheus_reports_the_same_interval_and_window(
@@ -207,8 +224,6 @@ def test_pack_check_against_prometheus_reports_the_same_interval_and_window(
             prometheus_url,
             "--time",
             at,
-            "--lookback",
-            "2d",
             "--format",
             "json",
         ]
@@ -230,8 +245,6 @@ def test_pack_check_against_prometheus_reports_the_same_interval_and_window(
             prometheus_url,
             "--time",
             at,
-            "--lookback",
-            "2d",
             "--pack",
             str(_pack_with_renamed_outcome(capsys, tmp_path)),
         ]
@@ -373,14 +386,14 @@ def test_backtest_against_prometheus_derives_its_range_or_takes_last(
     from detector.cli import main
 
     out = tmp_path / "bt.json"
-    argv = ["backtest", "--prometheus-url", prometheus_url, "--lookback", "2d", "--every", "12h"]
+    argv = ["backtest", "--prometheus-url", prometheus_url, "--every", "12h"]
     assert main([*argv, "--format", "json", "-o", str(out)]) == 0
     times = [e["time"] for e in json.loads(out.read_text())["evaluations"]]
-    # the data runs ORIGIN .. END (4 days); with a 2-day lookback: from about ORIGIN + 2d to END
+    # the data runs ORIGIN .. END (8 days); with the 7-day lookback: from about ORIGIN + 7d to END
     from detector.timefmt import parse_time
 
     first, last = parse_time(times[0]), parse_time(times[-1])
-    assert abs(first - (ORIGIN + 2 * 86400)) <= 600
+    assert abs(first - (ORIGIN + 7 * 86400)) <= 600
     assert END - 12 * 3600 - 900 <= last <= END  # every 12 h up to the newest sample
     assert main([*argv, "--last", "1d", "--format", "json", "-o", str(out)]) == 0
     times = [parse_time(e["time"]) for e in json.loads(out.read_text())["evaluations"]]
@@ -420,8 +433,8 @@ def test_serve_replays_history_from_prometheus_as_if_live(prometheus_url: str, t
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert main(["pack", "show"]) == 0
-    pack.write_text(buf.getvalue().replace("lookback: 7d ", "lookback: 2d "), encoding="utf-8")
-    start = ORIGIN + 2 * 86400 + 6 * 3600
+    pack.write_text(buf.getvalue(), encoding="utf-8")  # the default pack, as a user's file
+    start = ORIGIN + 7 * 86400 + 6 * 3600
     cfg.write_text(
         yaml.safe_dump(
             {
