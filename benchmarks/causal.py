@@ -1,7 +1,7 @@
 """Causal battery: the fast path against the statsmodels/scipy reference, side by side.
 
 The project's five tests plus the Rosenbaum sensitivity for one constraint
-(`detector.causal.run_causal_tests`) against `tests.oracles.causal_reference.run_causal_tests_reference`
+(`detector.evidence.causal.run_causal_tests`) against `tests.oracles.causal_reference.run_causal_tests_reference`
 on the seeded panels of tests/synthetic.py (a true lagged effect, seed 0). Reports the
 CPU-time ratio and the largest relative difference of every statistic, p-value, detail
 figure and Gamma*.
@@ -80,8 +80,8 @@ def compare_evidence(fast: Any, ref: Any) -> dict[str, Any]:
 
 
 def run(size: str) -> list[Measurement]:
-    from detector.causal import run_causal_tests
-    from detector.pack import CausalSettings
+    from detector.evidence.causal import run_causal_tests
+    from detector.spec.pack import CausalSettings
     from tests import synthetic
     from tests.oracles.causal_reference import run_causal_tests_reference
 

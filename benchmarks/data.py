@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.special import ndtr
 
-from detector.pack import Pack
-from detector.store import SampleStore
+from detector.source.store import SampleStore
+from detector.spec.pack import Pack
 
 DAY = 86400.0
 ORIGIN = 1_700_000_000.0
@@ -26,7 +26,7 @@ class Simulated:
 def simulated_store(history_days: float, days: float = 1.0, scenario: str = "sequence", seed: int = 1) -> Simulated:
     """The simulator's platform (every metric of the default pack, 1-minute samples) from
     ``ORIGIN - history_days`` to ``ORIGIN + days``."""
-    from detector.simulator import Simulator
+    from detector.sim.simulator import Simulator
 
     sim = Simulator(scenario, seed, origin=ORIGIN, history=history_days * DAY + DAY)
     store = SampleStore(retention=None)

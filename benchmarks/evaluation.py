@@ -18,9 +18,9 @@ def run(size: str) -> list[Measurement]:
     import time
 
     from benchmarks.data import with_lookback
-    from detector.native import NativeSource
-    from detector.packload import default_pack
-    from detector.pipeline import Pipeline
+    from detector.decision.pipeline import Pipeline
+    from detector.source.native import NativeSource
+    from detector.spec.load import default_pack
 
     pack = default_pack()
     if size == "smoke":

@@ -52,7 +52,7 @@ def build_requests(client: int, count: int, series: int = SAMPLES_PER_REQUEST, s
     """
     import cramjam
 
-    from detector.ingest.remote_pb import messages
+    from detector.source.ingest.remote_pb import messages
 
     msgs = messages()
     if start_ms is None:
@@ -73,8 +73,8 @@ def build_requests(client: int, count: int, series: int = SAMPLES_PER_REQUEST, s
 
 
 def in_process(size: str) -> list[Measurement]:
-    from detector.ingest.remote_write import SeriesCache, ingest_remote_write
-    from detector.store import SampleStore
+    from detector.source.ingest.remote_write import SeriesCache, ingest_remote_write
+    from detector.source.store import SampleStore
 
     store = SampleStore(retention=None)
     cache = SeriesCache()  # as `remote_write_router` keeps one per receiver
@@ -263,8 +263,8 @@ def memory_per_sample(size: str) -> list[Measurement]:
     import numpy as np
 
     from benchmarks.data import DAY, ORIGIN
-    from detector.simulator import Simulator
-    from detector.store import SampleStore
+    from detector.sim.simulator import Simulator
+    from detector.source.store import SampleStore
 
     days = STREAM_DAYS[size]
     sim = Simulator("sequence", 1, origin=ORIGIN, history=days * DAY + DAY)

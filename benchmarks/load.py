@@ -155,7 +155,7 @@ class WriteBodies:
         self.resend = resend
         import cramjam
 
-        from detector.ingest.remote_pb import messages
+        from detector.source.ingest.remote_pb import messages
 
         self._compress = cramjam.snappy.compress_raw
         self.steps = steps_per_write
@@ -197,7 +197,7 @@ def synthetic_values(series: int, steps: int, seed: int = 0) -> list[Any]:
 
 def simulator_values(origin: float, steps: int) -> list[Any]:
     """Every series of the default scenario over `steps` steps: [(name, labels, [float])]."""
-    from detector.simulator import Simulator
+    from detector.sim.simulator import Simulator
 
     sim = Simulator("sequence", 1, origin=origin, interval=STEP_SECONDS)
     t0 = origin

@@ -89,9 +89,9 @@ def _curve(bench: str, label: str, unit_name: str, sizes: Sequence[float], costs
 
 
 def units_curve(size: str) -> list[Measurement]:
-    from detector.evaluate import gather_evidence
-    from detector.native import NativeSource
-    from detector.packload import default_pack
+    from detector.evidence.gather import gather_evidence
+    from detector.source.native import NativeSource
+    from detector.spec.load import default_pack
 
     pack = latency_only(default_pack(), lookback=UNITS_DAYS[size] * DAY)
     costs: list[float] = []
@@ -116,9 +116,9 @@ def units_curve(size: str) -> list[Measurement]:
 
 
 def lookback_curve(size: str) -> list[Measurement]:
-    from detector.native import NativeSource
-    from detector.packload import default_pack
-    from detector.pipeline import Pipeline
+    from detector.decision.pipeline import Pipeline
+    from detector.source.native import NativeSource
+    from detector.spec.load import default_pack
 
     days = LOOKBACK_DAYS[size]
     data = simulated_store(max(days) + 1.0, days=0.5)
@@ -135,9 +135,9 @@ def lookback_curve(size: str) -> list[Measurement]:
 
 
 def pipelines_curve(size: str) -> list[Measurement]:
-    from detector.native import NativeSource
-    from detector.packload import default_pack
-    from detector.pipeline import Pipeline
+    from detector.decision.pipeline import Pipeline
+    from detector.source.native import NativeSource
+    from detector.spec.load import default_pack
 
     history = 1.0 if size == "smoke" else 8.0
     pack = default_pack() if size != "smoke" else with_lookback(default_pack(), 0.5 * DAY)

@@ -8,12 +8,12 @@ programming mistake (a negative step, a malformed argument) stays a ``ValueError
 
     CsfError
     ├── SpecError               a pack or configuration file is invalid
-    │   ├── PackError           detector.packload: every problem, with file:line:col and field path
+    │   ├── PackError           detector.spec.load: every problem, with file:line:col and field path
     │   └── ConfigError         detector.service.config
-    ├── SourceError             detector.frame: a data source could not answer (down, timeout, refusal)
+    ├── SourceError             detector.source.frame: a data source could not answer (down, timeout, refusal)
     ├── DataError               input data is malformed
-    │   ├── OpenMetricsError    detector.openmetrics: with the line number (also a ValueError)
-    │   └── IngestError         detector.ingest: a pushed request refused, with its HTTP status
+    │   ├── OpenMetricsError    detector.source.openmetrics: with the line number (also a ValueError)
+    │   └── IngestError         detector.source.ingest: a pushed request refused, with its HTTP status
     └── StateError              detector.service.state: the state database failed
 
 Each subclass is defined next to the code that raises it (and carries that code's

@@ -40,8 +40,8 @@ from typing import Any
 
 import httpx
 
-from detector.evidence import ConstraintResult, Evaluation
-from detector.pack import OBSERVABILITY, Pack
+from detector.evidence.results import ConstraintResult, Evaluation
+from detector.spec.pack import OBSERVABILITY, Pack
 from exporters.alerts import (
     BINDING,
     BINDING_CHANGE_WINDOW,

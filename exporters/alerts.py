@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from detector.pack import Constraint, Pack
+from detector.spec.pack import Constraint, Pack
 
 DEFAULT_RUNBOOK_BASE_URL = "https://runbooks.example.com/csf/"
 """Neutral placeholder: point `--runbook-base-url` at wherever you publish `deploy/runbooks/`."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from detector import __version__
-from detector.pack import DECISIONS, OBSERVABILITY, STATES, Pack
+from detector.spec.pack import DECISIONS, OBSERVABILITY, STATES, Pack
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'pipeline=~"$pipeline"'
@@ -192,7 +192,7 @@ def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def generate_cli(args: Any) -> int:
-    from detector.packload import PackError, resolve_pack
+    from detector.spec.load import PackError, resolve_pack
 
     try:
         pack = resolve_pack(args.pack)

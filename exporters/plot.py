@@ -21,8 +21,8 @@ from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from detector.evidence import Evaluation
-from detector.pack import OBSERVABILITY
+from detector.evidence.results import Evaluation
+from detector.spec.pack import OBSERVABILITY
 
 PALETTE: tuple[str, ...] = (
     "#c0392b", "#2471a3", "#d68910", "#7d3c98", "#117a65", "#b03a2e", "#1f618d", "#7e5109",

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detector.pack import Constraint, Pack
-from detector.promql import compile_promql
+from detector.source.promql import compile_promql
+from detector.spec.pack import Constraint, Pack
 from exporters.alerts import constraint_runbook_file
 
 TODO = "TODO"

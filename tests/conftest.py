@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from detector.evidence import ConstraintResult, Evaluation, MetaReport
-from detector.pack import Constraint, Pack
+from detector.evidence.results import ConstraintResult, Evaluation, MetaReport
+from detector.spec.pack import Constraint, Pack
 from tests._procs import free_port, in_ci, require_binary  # noqa: F401 - re-exported to the tests
 
 READY_TIMEOUT = 60.0

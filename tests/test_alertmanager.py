@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from detector.evidence import (
+from detector.evidence.results import (
     TEST_NAMES,
     CausalEvidence,
     ConstraintResult,
@@ -35,7 +35,7 @@ from detector.evidence import (
     Pressure,
     TestResult,
 )
-from detector.packload import default_pack
+from detector.spec.load import default_pack
 from exporters.alertmanager import AlertmanagerPusher, desired_alerts, format_rfc3339, humanize
 from rules.generate import DEFAULT_RUNBOOK_BASE_URL, generate_rules
 from tests._procs import free_port, require_binary

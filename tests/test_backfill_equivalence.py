@@ -6,7 +6,7 @@ minute) are written as OpenMetrics once. The file is
 * backfilled with ``promtool tsdb create-blocks-from openmetrics`` into a TSDB that a
   real Prometheus serves on loopback (default ``--query.lookback-delta`` of 5m,
   retention long enough to keep the old blocks),
-* loaded into a `SampleStore` with `detector.openmetrics.load_openmetrics`, and
+* loaded into a `SampleStore` with `detector.source.openmetrics.load_openmetrics`, and
 * imported into a real VictoriaMetrics (its Prometheus text import), once started with
   flags that make it answer the asked grid over old data and once with its defaults.
 
@@ -17,7 +17,7 @@ VictoriaMetrics' rate semantics (section at the end) allow wider value tolerance
 the verdicts must still be identical.
 
 Window edges. Prometheus 3 range windows are left-open, ``(t - r, t]`` — the
-semantics `detector.native` implements. Prometheus 2.x (Debian ships 2.42) uses
+semantics `detector.source.native` implements. Prometheus 2.x (Debian ships 2.42) uses
 left-closed windows ``[t - r, t]``. The two only differ when a sample sits exactly on
 a window's left edge, i.e. when evaluation times fall on the sample grid:
 
@@ -43,15 +43,15 @@ import httpx
 import numpy as np
 import pytest
 
-from detector.evidence import Evaluation
-from detector.frame import SignalFrame, Source
-from detector.native import NativeSource
-from detector.openmetrics import load_openmetrics, write_openmetrics
-from detector.packload import default_pack
-from detector.pipeline import Pipeline
-from detector.prometheus import PrometheusSource
-from detector.signals import Signal
-from detector.simulator import METRIC_HELP, Simulator
+from detector.decision.pipeline import Pipeline
+from detector.evidence.results import Evaluation
+from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.source.frame import SignalFrame, Source
+from detector.source.native import NativeSource
+from detector.source.openmetrics import load_openmetrics, write_openmetrics
+from detector.source.prometheus_api import PrometheusSource
+from detector.spec.load import default_pack
+from detector.spec.signals import Signal
 from tests._procs import PROMTOOL, PrometheusProcess, VictoriaMetricsProcess, require_binary
 
 pytestmark = pytest.mark.slow
@@ -122,7 +122,7 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    from detector.store import SampleStore
+    from detector.source.store import SampleStore
 
     store = SampleStore(retention=None)
     stats = load_openmetrics(om, store)

@@ -10,14 +10,14 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from detector.causal import (
+from detector.evidence.causal import (
     GAMMA_MAX,
     assemble_evidence,
     run_causal_tests,
     sensitivity_gamma,
 )
-from detector.evidence import TEST_NAMES, CausalEvidence, TestResult
-from detector.pack import CausalSettings
+from detector.evidence.results import TEST_NAMES, CausalEvidence, TestResult
+from detector.spec.pack import CausalSettings
 from tests import synthetic as syn
 from tests.oracles.causal_reference import run_causal_tests_reference, sensitivity_gamma_reference
 

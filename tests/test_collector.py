@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.evidence import (
+from detector.evidence.results import (
     DIAGNOSIS_REASONS,
     TEST_NAMES,
     CausalEvidence,
@@ -21,8 +21,8 @@ from detector.evidence import (
     SignalWindow,
     TestResult,
 )
-from detector.pack import DECISIONS, OBSERVABILITY, STATES
-from exporters.prometheus import EvaluationCollector, PipelineSnapshot, ServiceMetrics
+from detector.spec.pack import DECISIONS, OBSERVABILITY, STATES
+from exporters.collector import EvaluationCollector, PipelineSnapshot, ServiceMetrics
 from tests.conftest import make_evaluation, make_pack, make_result, require_binary
 
 PACK = make_pack(("latency", "protocol", "supply", "cold_start", "meta"))

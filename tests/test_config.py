@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.packload import default_pack, default_pack_path
 from detector.service.config import ConfigError, SimulatorSource, load_config
+from detector.spec.load import default_pack, default_pack_path
 
 
 def _write(path: Path, text: str) -> Path:

@@ -23,8 +23,8 @@ import httpx
 import pytest
 import yaml
 
-from detector.pack import STATES
-from detector.packload import default_pack
+from detector.spec.load import default_pack
+from detector.spec.pack import STATES
 from exporters.grafana import build_dashboard, panel_queries
 from tests._procs import PROMETHEUS, PrometheusProcess
 from tests.conftest import ServerProcess, require_binary

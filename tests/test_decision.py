@@ -7,8 +7,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.decision import HysteresisState, decide, raw_state
-from detector.evidence import (
+from detector.decision.decide import HysteresisState, decide, raw_state
+from detector.evidence.results import (
     TEST_NAMES,
     CausalEvidence,
     ConstraintEvidence,
@@ -18,8 +18,8 @@ from detector.evidence import (
     Pressure,
     TestResult,
 )
-from detector.pack import OBSERVABILITY, Constraint, ExceptionSpec, Hysteresis, Pack
-from detector.signals import Signal
+from detector.spec.pack import OBSERVABILITY, Constraint, ExceptionSpec, Hysteresis, Pack
+from detector.spec.signals import Signal
 
 META = MetaReport(0.0, 0.0, 0, 0, 0)
 SIG = Signal(kind="gauge", metric="x", by=("u",))
@@ -316,8 +316,8 @@ def test_parameter_drift_reaches_the_binding_constraints_own_triggers():
 
 
 def test_a_proven_binding_without_a_revenue_model_is_investigate_and_says_so():
-    from detector.economics import assess
-    from detector.pack import EconomicsSpec
+    from detector.evidence.economics import assess
+    from detector.spec.pack import EconomicsSpec
 
     pack = _pack(enter=1)
     a = replace(pack.constraints[0], economics=EconomicsSpec(model="none"))

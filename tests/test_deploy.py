@@ -113,7 +113,7 @@ def render_prometheus_rule() -> str:
 
 
 def render_configmap() -> str:
-    pack = (ROOT / "detector/packs/default.yaml").read_text(encoding="utf-8")
+    pack = (ROOT / "detector/spec/packs/default.yaml").read_text(encoding="utf-8")
     doc = {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -14,17 +14,17 @@ from functools import cache
 
 import numpy as np
 
-from detector.decision import HysteresisState, decide
-from detector.diagnose import describe
-from detector.evaluate import gather_evidence
-from detector.evidence import DIAGNOSIS_REASONS, EMPTY_META, ConstraintResult, Evaluation
-from detector.frame import effective_range, learn_interval
-from detector.native import NativeSource
-from detector.pack import Pack
-from detector.packload import default_pack
-from detector.signals import Signal
-from detector.simulator import Simulator
-from detector.store import SampleStore
+from detector.decision.decide import HysteresisState, decide
+from detector.evidence.diagnose import describe
+from detector.evidence.gather import gather_evidence
+from detector.evidence.results import DIAGNOSIS_REASONS, EMPTY_META, ConstraintResult, Evaluation
+from detector.sim.simulator import Simulator
+from detector.source.frame import effective_range, learn_interval
+from detector.source.native import NativeSource
+from detector.source.store import SampleStore
+from detector.spec.load import default_pack
+from detector.spec.pack import Pack
+from detector.spec.signals import Signal
 
 ORIGIN = 1_800_000_000.0
 DAYS = 2.0
@@ -223,7 +223,7 @@ def test_ratio_messages_show_their_matchers() -> None:
 
 
 def test_every_reason_is_documented() -> None:
-    import detector.diagnose as mod
+    import detector.evidence.diagnose as mod
 
     doc = mod.__doc__ or ""
     for reason in ("no_series", "label_absent", "bucket_layout_mismatch", "too_sparse", "stale", "no_common_units"):

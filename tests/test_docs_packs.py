@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from detector.packload import load_pack_text
-from detector.promql import compile_promql
+from detector.source.promql import compile_promql
+from detector.spec.load import load_pack_text
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "packs.md"
 
@@ -31,7 +31,7 @@ def test_the_complete_example_validates_and_compiles() -> None:
 
 
 def test_every_tabled_constraint_field_is_a_pack_field() -> None:
-    from detector.packload import _CONSTRAINT_KEYS
+    from detector.spec.load import _CONSTRAINT_KEYS
 
     text = DOC.read_text(encoding="utf-8")
     section = text.split("## Constraints", 1)[1].split("### Guards", 1)[0]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from detector.economics import (
+from detector.evidence.economics import (
     annual_revenue_at_risk,
     assess,
     combined_roi,
@@ -16,7 +16,7 @@ from detector.economics import (
     roi,
     theta,
 )
-from detector.pack import CausalSettings, EconomicConstants, EconomicsSpec, ExceptionSpec, Organisation
+from detector.spec.pack import CausalSettings, EconomicConstants, EconomicsSpec, ExceptionSpec, Organisation
 
 ARPU = 0.0573
 CONST = EconomicConstants()

@@ -21,11 +21,11 @@ def test_the_tree() -> None:
 
 
 def test_real_raises_are_caught_by_the_root(tmp_path: Path) -> None:
-    from detector.openmetrics import load_openmetrics
-    from detector.prometheus import PrometheusSource
     from detector.service.config import load_config
-    from detector.signals import Signal
-    from detector.store import SampleStore
+    from detector.source.openmetrics import load_openmetrics
+    from detector.source.prometheus_api import PrometheusSource
+    from detector.source.store import SampleStore
+    from detector.spec.signals import Signal
     from tests._procs import free_port
 
     caught: list[type] = []

@@ -18,13 +18,13 @@ import math
 import numpy as np
 import pytest
 
-from detector import native
-from detector.causal import _matched_differences, _prepare, run_causal_tests
-from detector.frame import Labels
-from detector.openmetrics import OpenMetricsError, _Parser, write_openmetrics
-from detector.pack import CausalSettings
-from detector.signals import Signal
-from detector.store import STALE_NAN, SampleStore
+from detector.evidence.causal import _matched_differences, _prepare, run_causal_tests
+from detector.source import native
+from detector.source.frame import Labels
+from detector.source.openmetrics import OpenMetricsError, _Parser, write_openmetrics
+from detector.source.store import STALE_NAN, SampleStore
+from detector.spec.pack import CausalSettings
+from detector.spec.signals import Signal
 from tests import synthetic as syn
 from tests.oracles.causal_reference import run_causal_tests_reference
 
@@ -201,7 +201,7 @@ def test_dense_bucket_quantile_equals_bucket_loop() -> None:
 
 
 def _sim_store() -> tuple[SampleStore, float]:
-    from detector.simulator import Simulator
+    from detector.sim.simulator import Simulator
 
     origin = 1_700_000_000.0
     sim = Simulator("sequence", 1, origin=origin, history=2 * 86400)
@@ -264,7 +264,7 @@ def _same(a: list, b: list) -> None:
 
 
 def _simulated_text(hours: float) -> str:
-    from detector.simulator import Simulator
+    from detector.sim.simulator import Simulator
 
     origin = 1_700_000_000.0
     sim = Simulator("sequence", 1, origin=origin, history=86400)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import signal
 import sqlite3
 import time
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from detector.spec.load import default_pack_path
 from tests._procs import wait_until
 from tests.conftest import ServerProcess, kill_server, start_csf_server
 
@@ -38,7 +38,7 @@ def small_pack(
     path: Path, *, version: str = "1.0.0", enter_after: int = 2, exit_after: int = 2, lookback: str = "1d"
 ) -> Path:
     """The default pack with a short lookback and short hysteresis (fast start, same semantics)."""
-    pack = yaml.safe_load((files("detector") / "packs/default.yaml").read_text(encoding="utf-8"))
+    pack = yaml.safe_load(default_pack_path().read_text(encoding="utf-8"))
     pack["metadata"].update({"name": "small-test", "version": version})
     pack["windows"].update({"lookback": lookback, "sustained_window": "6h"})
     pack["hysteresis"].update({"enter_after": enter_after, "exit_after": exit_after})
@@ -314,8 +314,8 @@ def prometheus_with_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real Prometheus serving the `latency_binding` scenario backfilled up to just after now."""
     import subprocess
 
-    from detector.openmetrics import write_openmetrics
-    from detector.simulator import METRIC_HELP, Simulator
+    from detector.sim.simulator import METRIC_HELP, Simulator
+    from detector.source.openmetrics import write_openmetrics
     from tests._procs import PROMTOOL, PrometheusProcess, require_binary
 
     promtool = require_binary(PROMTOOL)
@@ -397,7 +397,7 @@ def _first_evaluation_after(server: ServerProcess, t: float, timeout: float = 30
 
 
 def _assert_blind(server: ServerProcess, row: dict[str, Any]) -> None:
-    from detector.packload import load_pack
+    from detector.spec.load import load_pack
 
     pack = load_pack(server.log_path.parent / "prom-pack.yaml")
     # every constraint read from the source is unobserved; meta (the detector's own cost) is not
@@ -549,7 +549,7 @@ T_DATA = 1_800_000_000.0
 def _series(values: list[float], start: float, step: float = 60.0, name: str = "jobs_total") -> Any:
     import numpy as np
 
-    from detector.ingest.remote_write import SeriesSamples
+    from detector.source.ingest.remote_write import SeriesSamples
 
     ts = start + step * np.arange(len(values), dtype=np.float64)
     return SeriesSamples(name, {"region": "us"}, ts, np.asarray(values, dtype=np.float64))
@@ -558,8 +558,8 @@ def _series(values: list[float], start: float, step: float = 60.0, name: str = "
 def test_duplicates_conflicts_and_late_samples_are_dropped_counted_and_never_rewrite_history() -> None:
     import numpy as np
 
-    from detector.ingest.remote_write import store_series
-    from detector.store import SampleStore
+    from detector.source.ingest.remote_write import store_series
+    from detector.source.store import SampleStore
 
     store = SampleStore(retention=2 * 3600.0)
     batch = _series([float(v) for v in range(10)], T_DATA - 540)
@@ -589,9 +589,9 @@ def test_duplicates_conflicts_and_late_samples_are_dropped_counted_and_never_rew
 
 
 def test_counter_reset_counts_the_value_before_the_drop_like_prometheus() -> None:
-    from detector.native import NativeSource
-    from detector.signals import Signal
-    from detector.store import SampleStore
+    from detector.source.native import NativeSource
+    from detector.source.store import SampleStore
+    from detector.spec.signals import Signal
 
     values = [0.0, 10.0, 20.0, 5.0, 15.0]  # a restart of the exporter between 20 and 5
     store = SampleStore(retention=None)
@@ -614,9 +614,9 @@ def test_counter_reset_counts_the_value_before_the_drop_like_prometheus() -> Non
 
 
 def test_samples_beyond_the_evaluation_time_are_invisible_to_it() -> None:
-    from detector.native import NativeSource
-    from detector.signals import Signal
-    from detector.store import SampleStore
+    from detector.source.native import NativeSource
+    from detector.source.store import SampleStore
+    from detector.spec.signals import Signal
 
     store = SampleStore(retention=None)
     store.append("queue_depth", {"region": "us"}, [T_DATA - 60, T_DATA, T_DATA + 3600], [1.0, 2.0, 500.0])
@@ -629,8 +629,8 @@ def test_a_sample_from_the_far_future_is_refused_at_ingestion_and_blocks_nothing
     series keeps its history and accepts the next real sample."""
     import numpy as np
 
-    from detector.ingest.remote_write import SeriesSamples, store_series
-    from detector.store import SampleStore
+    from detector.source.ingest.remote_write import SeriesSamples, store_series
+    from detector.source.store import SampleStore
 
     store = SampleStore(retention=8 * 86400.0)
     ts = T_DATA - 3600 + 60 * np.arange(60, dtype=np.float64)

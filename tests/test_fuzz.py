@@ -43,15 +43,21 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from detector.ingest import IngestError
-from detector.ingest.otlp import DeltaAccumulator, decode_request, otlp_router, store_translation, translate
-from detector.ingest.remote_pb import messages
-from detector.ingest.remote_write import decode_write_request, remote_write_router, store_series
-from detector.openmetrics import OpenMetricsError, parse_openmetrics, write_openmetrics
-from detector.pack import Pack
-from detector.packload import PackError, default_pack_path, load_pack_text
 from detector.service.config import Config, ConfigError, load_config
-from detector.store import SampleStore
+from detector.source.ingest import IngestError
+from detector.source.ingest.otlp import (
+    DeltaAccumulator,
+    decode_request,
+    otlp_router,
+    store_translation,
+    translate,
+)
+from detector.source.ingest.remote_pb import messages
+from detector.source.ingest.remote_write import decode_write_request, remote_write_router, store_series
+from detector.source.openmetrics import OpenMetricsError, parse_openmetrics, write_openmetrics
+from detector.source.store import SampleStore
+from detector.spec.load import PackError, default_pack_path, load_pack_text
+from detector.spec.pack import Pack
 from tests._procs import serve_asgi
 
 SCALE = max(1, int(os.environ.get("CSF_FUZZ_SCALE", "1")))
@@ -959,9 +965,9 @@ BOMB_SCRIPT = r"""
 import asyncio, gzip, json, resource, zlib
 import cramjam, httpx
 from fastapi import FastAPI
-from detector.ingest.otlp import otlp_router
-from detector.ingest.remote_write import remote_write_router
-from detector.store import SampleStore
+from detector.source.ingest.otlp import otlp_router
+from detector.source.ingest.remote_write import remote_write_router
+from detector.source.store import SampleStore
 
 def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

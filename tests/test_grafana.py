@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.packload import BUILTIN_PACKS, builtin_pack, default_pack
+from detector.spec.load import BUILTIN_PACKS, builtin_pack, default_pack
 from exporters.grafana import build_dashboard, panel_queries, render
 from tests._procs import require_binary
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.matchers import describe, matches, regex_problem
-from detector.native import NativeSource
-from detector.openmetrics import load_openmetrics, write_openmetrics
-from detector.packload import PackError, load_pack_text
-from detector.prometheus import PrometheusSource
-from detector.promql import compile_promql, selector
-from detector.signals import Signal
-from detector.store import SampleStore
+from detector.source.native import NativeSource
+from detector.source.openmetrics import load_openmetrics, write_openmetrics
+from detector.source.prometheus_api import PrometheusSource
+from detector.source.promql import compile_promql, selector
+from detector.source.store import SampleStore
+from detector.spec.load import PackError, load_pack_text
+from detector.spec.matchers import describe, matches, regex_problem
+from detector.spec.signals import Signal
 from tests._procs import PROMTOOL, PrometheusProcess, require_binary
 
 CODES = ("200", "204", "404", "500", "503", "1503")

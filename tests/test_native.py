@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.frame import SignalFrame
-from detector.native import (
+from detector.source.frame import SignalFrame
+from detector.source.native import (
     NativeSource,
     bucket_quantile,
     evaluate_instant,
@@ -19,9 +19,9 @@ from detector.native import (
     extrapolated_increase,
     parse_le,
 )
-from detector.promql import compile_promql
-from detector.signals import Signal
-from detector.store import STALE_NAN, SampleStore, is_stale_marker
+from detector.source.promql import compile_promql
+from detector.source.store import STALE_NAN, SampleStore, is_stale_marker
+from detector.spec.signals import Signal
 from tests._procs import require_binary
 
 

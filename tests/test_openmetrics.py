@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector.openmetrics import (
+from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.source.openmetrics import (
     LoadStats,
     OpenMetricsError,
     load_openmetrics,
     parse_openmetrics,
     write_openmetrics,
 )
-from detector.simulator import METRIC_HELP, Simulator
 from tests._procs import require_binary
 
 T0 = 1_790_000_000.0
@@ -284,7 +284,7 @@ def test_parser_memory_is_bounded_by_batches() -> None:
 
 
 def test_load_openmetrics_into_stores(tmp_path: Path) -> None:
-    from detector.store import SampleStore
+    from detector.source.store import SampleStore
 
     text, chunks, n = simulated_text(hours=0.5)
     path = tmp_path / "x.om"

@@ -18,9 +18,9 @@ from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from detector.ingest import IngestReport
-from detector.ingest.otlp import attribute_labels, format_le, otlp_router, prometheus_metric_name
-from detector.store import SampleStore, is_stale_marker
+from detector.source.ingest import IngestReport
+from detector.source.ingest.otlp import attribute_labels, format_le, otlp_router, prometheus_metric_name
+from detector.source.store import SampleStore, is_stale_marker
 from tests._procs import serve_asgi
 
 SERVICE = {"service.name": "player", "service.instance.id": "pod-7"}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from detector.cli import main
-from detector.openmetrics import write_openmetrics
-from detector.simulator import METRIC_HELP, Simulator
+from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.source.openmetrics import write_openmetrics
 
 ORIGIN = 1_700_000_100.0
 

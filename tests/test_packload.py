@@ -19,7 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.cli import main
-from detector.pack import (
+from detector.spec.load import (
+    PackError,
+    PackIssue,
+    default_pack,
+    default_pack_path,
+    load_pack,
+    load_pack_text,
+)
+from detector.spec.pack import (
     ApplicabilityGuard,
     CausalSettings,
     EconomicConstants,
@@ -29,15 +37,7 @@ from detector.pack import (
     ProtocolFloorGuard,
     Windows,
 )
-from detector.packload import (
-    PackError,
-    PackIssue,
-    default_pack,
-    default_pack_path,
-    load_pack,
-    load_pack_text,
-)
-from detector.signals import Signal
+from detector.spec.signals import Signal
 
 DATA = Path(__file__).parent / "data" / "packs"
 BAD = sorted(DATA.glob("bad_*.yaml"))

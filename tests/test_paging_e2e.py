@@ -55,14 +55,14 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from detector.evidence import Evaluation
-from detector.pack import Pack
-from detector.packload import default_pack
+from detector.evidence.results import Evaluation
 from detector.service.config import AlertmanagerConfig, ConfigError, load_config
 from detector.service.runner import PipelineHandle, Runner
-from detector.simulator import SCENARIOS
+from detector.sim.simulator import SCENARIOS
+from detector.spec.load import default_pack
+from detector.spec.pack import Pack
 from exporters.alertmanager import PushResult
-from exporters.prometheus import ServiceMetrics
+from exporters.collector import ServiceMetrics
 from rules.generate import MIN_HOLD, alert_groups, generate_rules
 from tests.conftest import (
     ServerProcess,

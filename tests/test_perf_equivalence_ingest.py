@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.ingest import IngestError
-from detector.ingest.remote_pb import messages
-from detector.ingest.remote_write import (
+from detector.source.ingest import IngestError
+from detector.source.ingest.remote_pb import messages
+from detector.source.ingest.remote_write import (
     DecodedRequest,
     SeriesCache,
     SeriesSamples,
@@ -33,7 +33,7 @@ from detector.ingest.remote_write import (
     decode_write_request,
     store_series,
 )
-from detector.store import STALE_NAN, RefBatch, SampleStore, series_ref
+from detector.source.store import STALE_NAN, RefBatch, SampleStore, series_ref
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = 1_700_000_000_000

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector import native
-from detector.evaluate import gather_evidence
-from detector.packload import default_pack
-from detector.signals import Signal
-from detector.store import STALE_NAN, RefBatch, SampleStore, is_stale_marker, series_ref
+from detector.evidence.gather import gather_evidence
+from detector.source import native
+from detector.source.store import STALE_NAN, RefBatch, SampleStore, is_stale_marker, series_ref
+from detector.spec.load import default_pack
+from detector.spec.signals import Signal
 
 
 def bits(a: np.ndarray) -> np.ndarray:

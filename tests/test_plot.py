@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from detector.backtest import run_backtest, summary
-from detector.evidence import Pressure
-from detector.native import NativeSource
-from detector.packload import default_pack
-from detector.simulator import Simulator
-from detector.store import SampleStore
+from detector.decision.backtest import run_backtest, summary
+from detector.evidence.results import Pressure
+from detector.sim.simulator import Simulator
+from detector.source.native import NativeSource
+from detector.source.store import SampleStore
+from detector.spec.load import default_pack
 from tests.conftest import in_ci, make_evaluation, make_result
 from tests.test_status_page import png_info
 
@@ -60,7 +60,7 @@ def test_short_sequence_backtest_plot(plot_module, tmp_path: Path) -> None:
 
     w, h, depth, _ = png_info(out.read_bytes())
     assert (w, h) == (drawn.width_px, drawn.height_px) == (1200, 650) and depth == 8
-    # the bands are the backtest's own timeline (computed by detector.backtest.summary)
+    # the bands are the backtest's own timeline (computed by detector.decision.backtest.summary)
     expected = [(seg["binding"], seg["evaluations"]) for seg in summary(evaluations, 2 * HOUR)["timeline"]]
     assert [(s.binding.replace(plot_module.NONE_LABEL, "none"), s.evaluations) for s in drawn.segments] == expected
     # the first phase of `sequence` is latency: it binds after the hysteresis, and is drawn as a band

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs
 import numpy as np
 import pytest
 
-from detector.frame import SourceError
-from detector.prometheus import MAX_POINTS_PER_REQUEST, PrometheusSource, redact_url
-from detector.signals import Signal
+from detector.source.frame import SourceError
+from detector.source.prometheus_api import MAX_POINTS_PER_REQUEST, PrometheusSource, redact_url
+from detector.spec.signals import Signal
 from tests._procs import PROMTOOL, PrometheusProcess, require_binary
 
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -399,7 +399,7 @@ def test_warnings_are_logged_and_secrets_never_are(
         Reply(body=_matrix([], warnings=["PromQL info: metric might not be a counter"])),
     ]
     secret_url = url.replace("http://", "http://alice:pa55word@")
-    caplog.set_level(logging.DEBUG, logger="detector.prometheus")
+    caplog.set_level(logging.DEBUG, logger="detector.source.prometheus_api")
     with PrometheusSource(secret_url, bearer_token_file=None, retries=1, backoff=0.0) as src:
         src.query_range(SIG, 1000.0, 1600.0, 60.0)
         assert "pa55word" not in repr(src)
@@ -460,8 +460,8 @@ def test_invalid_arguments() -> None:
 
 
 def test_pipeline_over_a_down_source_observes_everything() -> None:
-    from detector.packload import default_pack
-    from detector.pipeline import Pipeline
+    from detector.decision.pipeline import Pipeline
+    from detector.spec.load import default_pack
 
     with PrometheusSource(f"http://127.0.0.1:{_closed_port()}", timeout=1.0, retries=0) as src:
         ev = Pipeline("down", default_pack(), src).evaluate(1_700_000_000.0)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.promql import compile_promql, format_number, quote_string, selector
-from detector.signals import Signal
+from detector.source.promql import compile_promql, format_number, quote_string, selector
+from detector.spec.signals import Signal
 from tests._procs import require_binary
 
 LATENCY = Signal(

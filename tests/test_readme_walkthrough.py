@@ -21,8 +21,8 @@ import httpx
 import pytest
 import yaml
 
-from detector.openmetrics import write_openmetrics
-from detector.simulator import METRIC_HELP, Simulator
+from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.source.openmetrics import write_openmetrics
 from tests._procs import PROMTOOL, PrometheusProcess, require_binary, wait_until
 from tests.conftest import start_csf_server
 

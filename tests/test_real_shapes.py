@@ -23,16 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from detector.evidence import Evaluation
-from detector.frame import Source
-from detector.native import NativeSource
-from detector.openmetrics import load_openmetrics, write_openmetrics
-from detector.pack import Pack
-from detector.packload import default_pack
-from detector.pipeline import Pipeline
-from detector.prometheus import PrometheusSource
-from detector.simulator import METRIC_HELP, Simulator
-from detector.store import SampleStore
+from detector.decision.pipeline import Pipeline
+from detector.evidence.results import Evaluation
+from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.source.frame import Source
+from detector.source.native import NativeSource
+from detector.source.openmetrics import load_openmetrics, write_openmetrics
+from detector.source.prometheus_api import PrometheusSource
+from detector.source.store import SampleStore
+from detector.spec.load import default_pack
+from detector.spec.pack import Pack
 from tests._procs import PROMTOOL, PrometheusProcess, VictoriaMetricsProcess, require_binary
 
 pytestmark = pytest.mark.slow
@@ -275,7 +275,7 @@ def _pack_with_renamed_outcome(capsys: pytest.CaptureFixture[str], tmp: Path) ->
 # (the data holds only their metrics), must find latency binding with causal evidence at
 # 15 s, 60 s and 5 min, natively and through a real Prometheus, with the same verdicts.
 
-from detector.simshape import Shape, ShapedSimulator  # noqa: E402
+from detector.sim.shape import Shape, ShapedSimulator  # noqa: E402
 
 SHAPE = Shape(
     pods=3,

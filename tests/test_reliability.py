@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from detector.reliability import (
+from detector.evidence.reliability import (
     bucket_representatives,
     chained_survival,
     drift_flags,

@@ -13,10 +13,10 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from detector.ingest import IngestReport
-from detector.ingest.remote_pb import messages
-from detector.ingest.remote_write import remote_write_router, snappy_decoded_length
-from detector.store import STALE_NAN, SampleStore, is_stale_marker
+from detector.source.ingest import IngestReport
+from detector.source.ingest.remote_pb import messages
+from detector.source.ingest.remote_write import remote_write_router, snappy_decoded_length
+from detector.source.store import STALE_NAN, SampleStore, is_stale_marker
 from tests._procs import free_port, prometheus, serve_asgi, wait_until
 
 HEADERS = {

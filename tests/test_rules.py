@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from detector.packload import BUILTIN_PACKS, builtin_pack, default_pack
-from detector.promql import compile_promql
+from detector.source.promql import compile_promql
+from detector.spec.load import BUILTIN_PACKS, builtin_pack, default_pack
 from rules.generate import (
     ALERT_KINDS,
     DEFAULT_RUNBOOK_BASE_URL,
@@ -299,7 +299,7 @@ def test_promtool_unit_tests_catch_a_flapping_rule(tmp_path: Path) -> None:
 
 def test_a_binding_constraint_without_economics_pages_on_investigate(tmp_path: Path) -> None:
     """A proven binding constraint whose pack gives no revenue model pages (decision investigate)."""
-    from detector.pack import EconomicsSpec
+    from detector.spec.pack import EconomicsSpec
 
     pack = default_pack()
     latency = replace(pack.constraint("latency"), economics=EconomicsSpec(model="none"))

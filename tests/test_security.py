@@ -257,10 +257,10 @@ HOSTILE = [
 def test_label_values_from_packs_cannot_inject_promql(tmp_path: Path) -> None:
     """Hostile matcher values go through the pack loader and the compiler to a real Prometheus:
     each selects exactly the series carrying that literal value, and nothing else."""
-    from detector.openmetrics import write_openmetrics
-    from detector.packload import load_pack
-    from detector.prometheus import PrometheusSource
-    from detector.promql import compile_promql
+    from detector.source.openmetrics import write_openmetrics
+    from detector.source.prometheus_api import PrometheusSource
+    from detector.source.promql import compile_promql
+    from detector.spec.load import load_pack
     from tests._procs import PROMTOOL, PrometheusProcess, require_binary
 
     promtool = require_binary(PROMTOOL)

@@ -12,12 +12,12 @@ from collections import Counter
 
 import pytest
 
-from detector.backtest import run_backtest, summary
-from detector.native import NativeSource
-from detector.pack import OBSERVABILITY
-from detector.packload import default_pack
-from detector.simulator import SCENARIOS, Simulator
-from detector.store import SampleStore
+from detector.decision.backtest import run_backtest, summary
+from detector.sim.simulator import SCENARIOS, Simulator
+from detector.source.native import NativeSource
+from detector.source.store import SampleStore
+from detector.spec.load import default_pack
+from detector.spec.pack import OBSERVABILITY
 
 ORIGIN = 1_780_000_000.0 - (1_780_000_000.0 % 3600)
 DAY = 86400.0

@@ -26,14 +26,14 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.ingest.remote_pb import messages
-from detector.native import NativeSource
-from detector.packload import default_pack
-from detector.pipeline import Pipeline
+from detector.decision.pipeline import Pipeline
 from detector.service.app import create_app
 from detector.service.config import Config, load_config
-from detector.simulator import Simulator
-from detector.store import SampleStore
+from detector.sim.simulator import Simulator
+from detector.source.ingest.remote_pb import messages
+from detector.source.native import NativeSource
+from detector.source.store import SampleStore
+from detector.spec.load import default_pack
 from tests._procs import PrometheusProcess, free_port, serve_asgi, wait_until
 from tests.conftest import ServerProcess
 

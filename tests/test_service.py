@@ -22,7 +22,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from detector.evidence import Evaluation
+from detector.evidence.results import Evaluation
 from detector.service.app import KeyValueFormatter, create_app
 from detector.service.config import Config, PipelineConfig, SimulatorSource
 from detector.service.runner import (
@@ -36,7 +36,7 @@ from detector.service.runner import (
     warm_up_count,
 )
 from detector.service.state import StateStore
-from exporters.prometheus import ServiceMetrics
+from exporters.collector import ServiceMetrics
 from tests.conftest import (
     ServerProcess,
     free_port,
@@ -61,7 +61,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "
 
 
 class ScriptedPipeline:
-    """Stands in for `detector.pipeline.Pipeline`: scripted bindings, injected failures, optional gate."""
+    """Stands in for `detector.decision.pipeline.Pipeline`: scripted bindings, injected failures, optional gate."""
 
     def __init__(
         self,
@@ -493,11 +493,11 @@ def test_e2e_metrics_have_exactly_one_binding(live_server: ServerProcess):
     assert len(ones) == 1, [(s.labels, s.value) for s in binding]
     # the service starts at offset 0 of the 'sequence' scenario, whose history plays its first
     # phase: the answer the simulator was built to produce there is latency
-    from detector.simulator import SCENARIOS
+    from detector.sim.simulator import SCENARIOS
 
     assert ones[0].labels["constraint"] == SCENARIOS["sequence"].phases[0].expected_binding == "latency"
     assert all(s.labels["pipeline"] == "default" for s in binding)
-    from detector.packload import default_pack
+    from detector.spec.load import default_pack
 
     pack = default_pack()
     assert {s.labels["constraint"] for s in binding} == {*pack.names, "observability"}

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from detector.cli import main
-from detector.openmetrics import load_openmetrics, write_openmetrics
-from detector.simshape import EXPORTER_INSTANCE, Shape, ShapedSimulator, parse_late_unit
-from detector.simulator import METRIC_HELP, Simulator
-from detector.store import SampleStore
+from detector.sim.shape import EXPORTER_INSTANCE, Shape, ShapedSimulator, parse_late_unit
+from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.source.openmetrics import load_openmetrics, write_openmetrics
+from detector.source.store import SampleStore
 
 ORIGIN = 1_800_000_000.0
 H = 3600.0

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from detector.cli import main as csf_main
-from detector.openmetrics import parse_openmetrics
-from detector.simulator import (
+from detector.sim.simulator import (
     BLOCK_STEPS,
     SCENARIOS,
     Phase,
@@ -27,6 +26,7 @@ from detector.simulator import (
     Simulator,
     serve_simulator,
 )
+from detector.source.openmetrics import parse_openmetrics
 
 T0 = 1_790_000_040.0  # deliberately not aligned to a minute or a day
 DAY = 86400.0
@@ -472,7 +472,7 @@ def test_write_to_and_advance_to() -> None:
 
 
 def test_write_to_sample_store() -> None:
-    from detector.store import SampleStore
+    from detector.source.store import SampleStore
 
     store = SampleStore(retention=None)
     sim = Simulator("latency_binding", 1, origin=T0)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.evidence import CausalEvidence, Pressure, TestResult
+from detector.evidence.results import CausalEvidence, Pressure, TestResult
 from exporters.status_page import render_status_page
 from tests.conftest import ServerProcess, make_evaluation, make_result, require_binary
 
@@ -181,7 +181,7 @@ def test_verdict_colour_follows_the_decision():
 def test_a_hysteresis_hold_shows_as_a_hold_not_a_red_binding():
     """After the fix, the binding is held until its pressure stays low for exit_after
     evaluations: the page says so instead of a red 'binding' banner with decision 'stop'."""
-    from detector.decision import HysteresisState, decide
+    from detector.decision.decide import HysteresisState, decide
     from tests.test_decision import META, _evidence, _pack
 
     pack = _pack(enter=1, exit_=6)

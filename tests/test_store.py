@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from detector.store import STALE_NAN, AppendResult, SampleStore, is_stale_marker
+from detector.source.store import STALE_NAN, AppendResult, SampleStore, is_stale_marker
 
 
 def _series(store: SampleStore, name: str, **labels: str) -> tuple[np.ndarray, np.ndarray]:

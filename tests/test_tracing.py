@@ -9,12 +9,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from detector.evidence import TEST_NAMES
-from detector.native import NativeSource
-from detector.packload import default_pack
-from detector.pipeline import Pipeline
-from detector.simulator import Simulator
-from detector.store import SampleStore
+from detector.decision.pipeline import Pipeline
+from detector.evidence.results import TEST_NAMES
+from detector.sim.simulator import Simulator
+from detector.source.native import NativeSource
+from detector.source.store import SampleStore
+from detector.spec.load import default_pack
 from exporters.otel import tracer, tracer_provider
 
 ORIGIN = 1_780_000_000.0 - (1_780_000_000.0 % 3600)

@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 from detector.cli import main
-from detector.evidence import Evaluation
-from detector.native import NativeSource
-from detector.pack import Pack
-from detector.packload import BUILTIN_PACKS, builtin_pack
-from detector.pipeline import Pipeline
-from detector.store import SampleStore
-from detector.websim import DURATION_DAYS, HELP, WebShopSimulator
+from detector.decision.pipeline import Pipeline
+from detector.evidence.results import Evaluation
+from detector.sim.web import DURATION_DAYS, HELP, WebShopSimulator
+from detector.source.native import NativeSource
+from detector.source.store import SampleStore
+from detector.spec.load import BUILTIN_PACKS, builtin_pack
+from detector.spec.pack import Pack
 from exporters.grafana import build_dashboard, panel_queries
 from tests._procs import PROMETHEUS, PrometheusProcess, require_binary
 from tests.conftest import start_csf_server
@@ -53,7 +53,7 @@ def test_the_pack_validates_and_is_built_in(capsys: pytest.CaptureFixture[str]) 
     assert main(["pack", "show", "--pack", "web-shop"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("# Built-in pack: an ordinary web shop.")
-    path = Path(__file__).resolve().parents[1] / "detector" / "packs" / "web-shop.yaml"
+    path = Path(__file__).resolve().parents[1] / "detector" / "spec" / "packs" / "web-shop.yaml"
     assert main(["pack", "validate", str(path)]) == 0
     assert main(["pack", "show", "--pack", "web-shp"]) == 2
     assert "did you mean 'web-shop'?" in capsys.readouterr().err

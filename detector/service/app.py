@@ -57,7 +57,7 @@ from detector.service.config import ENV_VARS, Config, ConfigError, load_config
 from detector.service.runner import Runner
 from detector.service.state import StateError, StateStore
 from detector.timefmt import format_time, parse_time
-from exporters.prometheus import EvaluationCollector, ServiceMetrics
+from exporters.collector import EvaluationCollector, ServiceMetrics
 from exporters.status_page import render_status_page
 
 HISTORY_MAX_LIMIT = 10000

@@ -85,9 +85,9 @@ from typing import Any, Literal
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from detector.decision.pipeline import DEFAULT_EVALUATION_INTERVAL
 from detector.errors import SpecError
-from detector.pack import Pack
-from detector.pipeline import DEFAULT_EVALUATION_INTERVAL
+from detector.spec.pack import Pack
 from detector.timefmt import parse_duration
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
@@ -190,7 +190,7 @@ REDACTED = "<redacted>"
 @dataclass(frozen=True)
 class PrometheusSourceConfig:
     """A Prometheus-compatible query API (Prometheus, Thanos, Mimir/Cortex, VictoriaMetrics),
-    read by `detector.prometheus.PrometheusSource` at wall-clock time.
+    read by `detector.source.prometheus_api.PrometheusSource` at wall-clock time.
 
     Secrets (`bearer_token`, `basic_auth_password`) are kept out of ``repr`` and shown by
     `describe` as ``<redacted>``; a password file is read when the configuration is
@@ -1027,7 +1027,7 @@ def _parse_auth(f: _File, node: Node) -> tuple[str | None, str, bool]:
 
 
 def _build_pipeline(p: _Pipeline) -> PipelineConfig:
-    from detector.packload import BUILTIN_PACKS, PackError, builtin_pack, default_pack, load_pack
+    from detector.spec.load import BUILTIN_PACKS, PackError, builtin_pack, default_pack, load_pack
 
     try:
         if p.pack_path is None:
@@ -1044,8 +1044,8 @@ def _build_pipeline(p: _Pipeline) -> PipelineConfig:
         raise ConfigError(f"{p.pack_where}: cannot read pack {p.pack_path}: {message}") from None
     src = p.source.config
     if isinstance(src, SimulatorSource):
-        from detector.simulator import SCENARIOS as VIDEO_SCENARIOS
-        from detector.websim import SCENARIOS as WEB_SCENARIOS
+        from detector.sim.simulator import SCENARIOS as VIDEO_SCENARIOS
+        from detector.sim.web import SCENARIOS as WEB_SCENARIOS
 
         SCENARIOS = {**VIDEO_SCENARIOS, **WEB_SCENARIOS}
 

@@ -24,7 +24,7 @@ pushed alerts expire in Alertmanager unless a restarted service re-sends them.
 
 Sources (`build_handle`): a ``simulator`` pipeline plays its scenario into its own store
 on a simulated clock; a ``prometheus`` pipeline queries a Prometheus-compatible API
-(`detector.prometheus.PrometheusSource`) at wall-clock time and has no feed; a ``push``
+(`detector.source.prometheus_api.PrometheusSource`) at wall-clock time and has no feed; a ``push``
 pipeline owns a store fed only by the remote_write and OTLP receivers (`PushReceiver`,
 mounted by the app) and evaluated at wall-clock time. A push store keeps
 ``history_span(pack, evaluation_interval) + 1 h`` of samples (the pack's lookback, the
@@ -56,17 +56,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from detector.evidence import Evaluation
-from detector.pack import Pack
+from detector.evidence.results import Evaluation
 from detector.service.state import StateError, StateStore
+from detector.spec.pack import Pack
 from detector.timefmt import format_time
-from exporters.prometheus import PipelineSnapshot, ServiceMetrics
+from exporters.collector import PipelineSnapshot, ServiceMetrics
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from detector.ingest import IngestReport
     from detector.service.config import AlertmanagerConfig, Config, PipelineConfig
+    from detector.source.ingest import IngestReport
     from exporters.alertmanager import PushResult
 
 log = logging.getLogger("csf.runner")
@@ -92,7 +92,7 @@ PusherFactory = Callable[[str, Pack], Pusher]
 
 
 class Evaluator(Protocol):
-    """What the runner needs from `detector.pipeline.Pipeline`."""
+    """What the runner needs from `detector.decision.pipeline.Pipeline`."""
 
     @property
     def binding_changes(self) -> int: ...
@@ -205,8 +205,8 @@ class PushReceiver:
     def __init__(self, store: Any, *, max_body_bytes: int, max_decoded_bytes: int) -> None:
         from fastapi import APIRouter
 
-        from detector.ingest.otlp import otlp_router
-        from detector.ingest.remote_write import remote_write_router
+        from detector.source.ingest.otlp import otlp_router
+        from detector.source.ingest.remote_write import remote_write_router
 
         self.store = store
         self.observer: Callable[[IngestReport], None] | None = None
@@ -330,15 +330,15 @@ def build_handle(
 
     `max_body_bytes` bounds the request bodies of a ``push`` pipeline's receivers.
     """
-    from detector.native import NativeSource
-    from detector.pipeline import Pipeline
+    from detector.decision.pipeline import Pipeline
     from detector.service.config import PrometheusSourceConfig, PushSourceConfig, SimulatorSource
-    from detector.simulator import Simulator
-    from detector.store import SampleStore
+    from detector.sim.simulator import Simulator
+    from detector.source.native import NativeSource
+    from detector.source.store import SampleStore
 
     src = pc.source
     if isinstance(src, PrometheusSourceConfig):
-        from detector.prometheus import PrometheusSource
+        from detector.source.prometheus_api import PrometheusSource
 
         basic = (
             (src.basic_auth_username, src.basic_auth_password or "")
@@ -392,7 +392,7 @@ def build_handle(
     # Scenario offset 0 is the service start; the history before it plays the first phase.
     simulator: Any
     if src.scenario.startswith("web_"):
-        from detector.websim import WebShopSimulator  # the web-shop platform (pack web-shop)
+        from detector.sim.web import WebShopSimulator  # the web-shop platform (pack web-shop)
 
         simulator = WebShopSimulator(src.scenario, src.seed, origin=wall0, interval=src.interval, history=history)
     else:

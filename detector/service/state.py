@@ -42,7 +42,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from detector.errors import CsfError
-from detector.evidence import Evaluation
+from detector.evidence.results import Evaluation
 
 DB_NAME = "csf.db"
 

@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 with atheris.instrument_imports(include=["detector"]):
     import cramjam
 
-    from detector.ingest import IngestError
-    from detector.ingest.otlp import DeltaAccumulator, decode_request, store_translation, translate
-    from detector.ingest.remote_write import decode_write_request, store_series
-    from detector.store import SampleStore
+    from detector.source.ingest import IngestError
+    from detector.source.ingest.otlp import DeltaAccumulator, decode_request, store_translation, translate
+    from detector.source.ingest.remote_write import decode_write_request, store_series
+    from detector.source.store import SampleStore
 
 from tests.fuzz._common import run  # noqa: E402
 
@@ -49,7 +49,7 @@ def one_input(data: bytes) -> None:
 def _seeds() -> list[bytes]:
     from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
-    from detector.ingest.remote_pb import messages
+    from detector.source.ingest.remote_pb import messages
 
     rw = messages().WriteRequest()
     ts = rw.timeseries.add()

@@ -13,7 +13,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports(include=["detector"]):
-    from detector.openmetrics import OpenMetricsError, parse_openmetrics
+    from detector.source.openmetrics import OpenMetricsError, parse_openmetrics
 
 from tests.fuzz._common import run  # noqa: E402
 

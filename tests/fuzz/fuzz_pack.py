@@ -13,7 +13,7 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports(include=["detector"]):
-    from detector.packload import PackError, default_pack_path, load_pack_text
+    from detector.spec.load import PackError, default_pack_path, load_pack_text
 
 from tests.fuzz._common import run  # noqa: E402
 

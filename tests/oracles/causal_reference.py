@@ -1,6 +1,6 @@
 """Reference implementation of the five causal tests and the sensitivity analysis.
 
-Same definitions as `detector.causal` (read its module docstring for the conventions),
+Same definitions as `detector.evidence.causal` (read its module docstring for the conventions),
 written the straightforward way: long-format points, an alternating-projections
 within transformation, statsmodels OLS with ``cov_type='cluster'`` / ``'HAC'`` for
 test 1, for test 4 an OLS fit for the unit variances then ``WLS(...).fit(
@@ -19,7 +19,7 @@ import numpy as np
 import statsmodels.api as sm
 from scipy import optimize, stats
 
-from detector.causal import (
+from detector.evidence.causal import (
     _COV_RTOL,
     GAMMA_MAX,
     MIN_PAIRS,
@@ -37,8 +37,8 @@ from detector.causal import (
     newey_west_lags,
     no_variation,
 )
-from detector.evidence import CausalEvidence
-from detector.pack import CausalSettings
+from detector.evidence.results import CausalEvidence
+from detector.spec.pack import CausalSettings
 
 _MAX_SWEEPS = 10_000
 
@@ -270,7 +270,7 @@ def run_causal_tests_reference(
     segments: Sequence[str],
     settings: CausalSettings,
 ) -> CausalEvidence:
-    """Slow, straightforward twin of `detector.causal.run_causal_tests`."""
+    """Slow, straightforward twin of `detector.evidence.causal.run_causal_tests`."""
     xa, ya = check_panel(x, y, strata, segments)
     everyone = _points(xa, ya, range(xa.shape[0]))
     strat = [
@@ -290,7 +290,7 @@ def run_causal_tests_reference(
 
 
 def sensitivity_gamma_reference(x: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> float | None:
-    """Slow twin of `detector.causal.sensitivity_gamma`."""
+    """Slow twin of `detector.evidence.causal.sensitivity_gamma`."""
     xa = np.asarray(x, dtype=float)
     ya = np.asarray(y, dtype=float)
     if xa.ndim != 2 or xa.shape != ya.shape:

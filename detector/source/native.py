@@ -1,0 +1,939 @@
+"""Evaluate signals over the embedded `SampleStore` with Prometheus semantics, in numpy.
+
+`NativeSource.query_range` gives the same numbers a Prometheus 3.x server would give
+for the PromQL that `detector.source.promql.compile_promql` emits for the same signal, up to
+float rounding. Every kernel works on a whole evaluation grid at once per series
+(``np.searchsorted`` over the grid): there is no Python loop over steps or samples.
+
+Semantics (Prometheus 3.x)
+--------------------------
+* Range windows are left-open: ``rate(m[r])`` at ``t`` reads the samples with
+  timestamps in ``(t - r, t]``; instant selectors read the newest sample in
+  ``(t - lookback_delta, t]`` (default 5 min) and give no value when that sample is a
+  stale marker. Stale markers are never part of a range window.
+* ``increase``/``rate`` follow ``extrapolatedRate`` (promql/functions.go): at least two
+  samples; every drop adds the value before it (counter reset); the increase between
+  the first and last sample is extrapolated to each window edge when the gap to that
+  edge is below 1.1 x the average sample interval, otherwise by half an average
+  interval; the start is never extrapolated past the counter's zero point
+  (``sampled_interval * first / increase``, applied after the 1.1 x rule as in
+  Prometheus 3). ``rate = increase / r``.
+* ``histogram_quantile`` follows ``bucketQuantile`` (promql/quantile.go): buckets summed
+  by (by, le), sorted by ``le``, equal bounds merged, near-equal counts (relative
+  difference <= 1e-12) flattened, then made monotone; a ``+Inf`` bucket and at least
+  two buckets are required; NaN when the total count is 0; linear interpolation in
+  the bucket holding rank ``q * total``; the lowest bucket interpolates from 0 when
+  its upper bound is > 0 (else returns that bound); a rank in the ``+Inf`` bucket
+  returns the highest finite bound; ``q < 0`` -> -Inf, ``q > 1`` -> +Inf. Bucket
+  series whose ``le`` is missing or not a number are ignored.
+* Aggregations (``sum``/``avg``/``max``/``min`` by ``by``) only see series that have a
+  value at the step; a group with no such series has no value. ``max``/``min`` skip
+  NaN values unless all are NaN, as Prometheus does.
+* ``histogram_mean`` and ``ratio`` divide vectors matched on their labels (``ratio``:
+  on the denominator's ``by`` labels with ``group_left`` when it has fewer; the output
+  carries the numerator's labels, and a denominator grouped by a label the numerator
+  lacks is a ``ValueError``, see `ratio_join_labels`). Children carry their own
+  ``scale``. Deviation: Prometheus returns +-Inf or NaN for division by zero; here
+  any non-finite quotient is *missing*, because an infinite ratio is no usable
+  measurement.
+* Times are float seconds; Prometheus works in integer milliseconds, so results agree
+  exactly for millisecond-aligned data and up to rounding otherwise.
+
+Frames: ``units`` are the output label sets (only ``by`` labels) that have a sample
+(possibly NaN) at one step at least, sorted; missing points are NaN; ``scale`` is
+applied last. ``samples_read`` counts the stored samples inside the windows the
+query touched (stale markers included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.source.frame import PROBE_WINDOWS, Labels, SeriesSurvey, SignalFrame, Source, survey_series
+from detector.source.store import SampleStore, SeriesView, is_stale_marker
+from detector.spec.signals import AGGREGATIONS, Signal
+
+DEFAULT_LOOKBACK_DELTA = 300.0
+"""Prometheus' default ``--query.lookback-delta`` (5 min)."""
+
+_EXTRAPOLATION_THRESHOLD = 1.1
+_BLOCK_SAMPLES = 1 << 20
+"""Samples per block of series evaluated together by `increase_rows`."""
+_PRECISION_TOLERANCE = 1e-12
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def evaluation_times(start: float, end: float, step: float) -> np.ndarray:
+    """The grid start, start+step, ... <= end (a tolerance of 1e-9 steps absorbs float error)."""
+    for label, v in (("start", start), ("end", end), ("step", step)):
+        if not math.isfinite(v):
+            raise ValueError(f"{label} must be finite, got {v!r}")
+    if step <= 0:
+        raise ValueError(f"step must be > 0, got {step!r}")
+    if end < start:
+        raise ValueError(f"end {end!r} is before start {start!r}")
+    n = int(math.floor((end - start) / step + 1e-9)) + 1
+    return start + step * np.arange(n, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- per-series kernels
+
+
+def _clip(ts: np.ndarray, vals: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """The samples with timestamps in (lo, hi] (views, no copy)."""
+    i = int(np.searchsorted(ts, lo, side="right"))
+    j = int(np.searchsorted(ts, hi, side="right"))
+    return ts[i:j], vals[i:j]
+
+
+def instant_values(
+    ts: np.ndarray, vals: np.ndarray, times: np.ndarray, lookback: float = DEFAULT_LOOKBACK_DELTA
+) -> tuple[np.ndarray, np.ndarray]:
+    """Instant-selector values at every time: the newest sample in (t - lookback, t], not a stale marker.
+
+    Returns ``(values, present)``.
+    """
+    out = np.full(len(times), np.nan)
+    if len(times):
+        ts, vals = _clip(ts, vals, float(times[0]) - lookback, float(times[-1]))
+    idx = np.searchsorted(ts, times, side="right") - 1
+    ok = idx >= 0
+    safe = np.where(ok, idx, 0)
+    if len(ts):
+        ok &= ts[safe] > times - lookback
+        ok &= ~is_stale_marker(vals[safe])
+    else:
+        ok[:] = False
+    out[ok] = vals[safe[ok]]
+    return out, ok
+
+
+def extrapolated_increase(
+    ts: np.ndarray, vals: np.ndarray, times: np.ndarray, window: float, *, is_rate: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus ``increase``/``rate`` of one counter series at every time (rules in the module doc).
+
+    Returns ``(values, present)``.
+    """
+    out = np.full(len(times), np.nan)
+    present = np.zeros(len(times), dtype=bool)
+    if len(times):
+        ts, vals = _clip(ts, vals, float(times[0]) - window, float(times[-1]))
+    stale = is_stale_marker(vals)
+    if stale.any():
+        ts, vals = ts[~stale], vals[~stale]
+    if len(ts) < 2:
+        return out, present
+    lo = np.searchsorted(ts, times - window, side="right")
+    hi = np.searchsorted(ts, times, side="right") - 1
+    ok = hi - lo >= 1
+    if not ok.any():
+        return out, present
+    i0, i1, t = lo[ok], hi[ok], times[ok]
+    first_t, last_t = ts[i0], ts[i1]
+    first_v = vals[i0]
+    result = vals[i1] - first_v
+    drops = np.where(vals[1:] < vals[:-1], vals[:-1], 0.0)
+    if drops.any():
+        cum = np.concatenate(([0.0], np.cumsum(drops)))
+        result = result + (cum[i1] - cum[i0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_start = first_t - (t - window)
+        to_end = t - last_t
+        sampled = last_t - first_t
+        avg = sampled / (i1 - i0)
+        threshold = avg * _EXTRAPOLATION_THRESHOLD
+        to_start = np.where(to_start >= threshold, avg / 2, to_start)
+        to_zero = np.where((result > 0) & (first_v >= 0), sampled * (first_v / result), to_start)
+        to_start = np.where(to_zero < to_start, to_zero, to_start)
+        to_end = np.where(to_end >= threshold, avg / 2, to_end)
+        factor = (sampled + to_start + to_end) / sampled
+        if is_rate:
+            factor = factor / window
+        out[ok] = result * factor
+    present[ok] = True
+    return out, present
+
+
+def increase_rows(
+    ts: np.ndarray, vals: np.ndarray, times: np.ndarray, window: float, *, is_rate: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """`extrapolated_increase` of k counter series that share the timestamps `ts`.
+
+    `vals` is (k, n) with no stale markers (the caller checks); returns (k, T) values and
+    presence, equal element by element to k calls of `extrapolated_increase`.
+    """
+    k = vals.shape[0]
+    out = np.full((k, len(times)), np.nan)
+    present = np.zeros((k, len(times)), dtype=bool)
+    if len(times):
+        i, j = np.searchsorted(ts, [float(times[0]) - window, float(times[-1])], side="right")
+        ts, vals = ts[i:j], vals[:, i:j]
+    if len(ts) < 2:
+        return out, present
+    lo = np.searchsorted(ts, times - window, side="right")
+    hi = np.searchsorted(ts, times, side="right") - 1
+    ok = hi - lo >= 1
+    if not ok.any():
+        return out, present
+    i0, i1, t = lo[ok], hi[ok], times[ok]
+    first_t, last_t = ts[i0], ts[i1]
+    first_v = vals[:, i0]
+    result = vals[:, i1] - first_v
+    falls = vals[:, 1:] < vals[:, :-1]
+    reset_rows = np.flatnonzero(falls.any(axis=1))
+    if reset_rows.size:
+        drops = np.where(falls[reset_rows], vals[reset_rows, :-1], 0.0)
+        # as `extrapolated_increase`: only rows with a non-zero drop are corrected
+        keep = drops.any(axis=1)
+        reset_rows, drops = reset_rows[keep], drops[keep]
+    if reset_rows.size:
+        cum = np.concatenate((np.zeros((reset_rows.size, 1)), np.cumsum(drops, axis=1)), axis=1)
+        result[reset_rows] = result[reset_rows] + (cum[:, i1] - cum[:, i0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_start = first_t - (t - window)
+        to_end = t - last_t
+        sampled = last_t - first_t
+        avg = sampled / (i1 - i0)
+        threshold = avg * _EXTRAPOLATION_THRESHOLD
+        to_start = np.where(to_start >= threshold, avg / 2, to_start)
+        to_zero = np.where((result > 0) & (first_v >= 0), sampled * (first_v / result), to_start)
+        to_start = np.where(to_zero < to_start, to_zero, to_start)
+        to_end = np.where(to_end >= threshold, avg / 2, to_end)
+        factor = (sampled + to_start + to_end) / sampled
+        if is_rate:
+            factor = factor / window
+        out[:, ok] = result * factor
+    present[:, ok] = True
+    return out, present
+
+
+def increase_list(
+    ts: np.ndarray,
+    rows: Sequence[np.ndarray],
+    times: np.ndarray,
+    window: float,
+    *,
+    is_rate: bool = False,
+    resets: Sequence[bool] | None = None,
+    out: np.ndarray | None = None,
+    present: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`increase_rows` of k counter series sharing `ts`, given as k 1-D rows (views: no
+    stacked copy of the samples, only the samples at window edges are gathered).
+
+    `resets[r]` False promises that row r has no value below its predecessor (its reset
+    correction is skipped); None checks every row. No row may hold a stale marker. Equal
+    element by element to `extrapolated_increase` of each row. `out` / `present`, (k, T)
+    float64 / bool arrays, receive the result when given (and are returned).
+    """
+    k = len(rows)
+    n_t = len(times)
+    if out is None:
+        out = np.empty((k, n_t))
+    if present is None:
+        present = np.empty((k, n_t), dtype=bool)
+    if n_t:
+        i, j = np.searchsorted(ts, [float(times[0]) - window, float(times[-1])], side="right")
+        if i != 0 or j != len(ts):
+            ts = ts[i:j]
+            rows = [r[i:j] for r in rows]
+    if len(ts) < 2 or k == 0:
+        out[:] = np.nan
+        present[:] = False
+        return out, present
+    lo = np.searchsorted(ts, times - window, side="right")
+    hi = np.searchsorted(ts, times, side="right") - 1
+    ok = hi - lo >= 1
+    every = bool(ok.all())
+    if not every and not ok.any():
+        out[:] = np.nan
+        present[:] = False
+        return out, present
+    i0, i1, t = (lo, hi, times) if every else (lo[ok], hi[ok], times[ok])
+    n_ok = len(i0)
+    first_v = np.empty((k, n_ok))
+    result = np.empty((k, n_ok))
+    for r, row in enumerate(rows):
+        row.take(i0, out=first_v[r], mode="clip")  # indices are in range; "clip" skips the check
+        row.take(i1, out=result[r], mode="clip")
+    result -= first_v
+    for r, row in enumerate(rows):
+        if resets is not None and not resets[r]:
+            continue
+        drops = np.where(row[1:] < row[:-1], row[:-1], 0.0)
+        if drops.any():
+            cum = np.concatenate(([0.0], np.cumsum(drops)))
+            result[r] = result[r] + (cum[i1] - cum[i0])
+    first_t, last_t = ts[i0], ts[i1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # The expressions of `extrapolated_increase`, in place where the operands allow
+        # (a + b == b + a and a * b == b * a hold bit for bit).
+        to_start = first_t - (t - window)
+        to_end = t - last_t
+        sampled = last_t - first_t
+        avg = sampled / (i1 - i0)
+        threshold = avg * _EXTRAPOLATION_THRESHOLD
+        to_start = np.where(to_start >= threshold, avg / 2, to_start)
+        to_end = np.where(to_end >= threshold, avg / 2, to_end)
+        # to_zero = sampled * first / result replaces to_start where it is smaller (and the
+        # counter could have started at zero inside the window).
+        lower = result > 0
+        lower &= first_v >= 0
+        np.divide(first_v, result, out=first_v)
+        first_v *= sampled
+        lower &= first_v < to_start
+        if lower.any():
+            factor = np.where(lower, first_v, to_start)
+            factor += sampled
+        else:  # the usual case: one factor per step for every row
+            factor = sampled + to_start
+        factor += to_end
+        factor /= sampled
+        if is_rate:
+            factor /= window
+        if every:
+            # result * factor (or factor * result: the same bits) straight into `out`
+            np.multiply(result, factor, out=out)
+            present[:] = True
+            return out, present
+        if factor.ndim == 1:
+            result *= factor
+            factor = result
+        else:
+            factor *= result
+    out[:] = np.nan
+    out[:, ok] = factor
+    present[:] = False
+    present[:, ok] = True
+    return out, present
+
+
+# --------------------------------------------------------------------------- histogram quantile
+
+
+def parse_le(text: str) -> float | None:
+    """A bucket bound as Prometheus reads it ('0.5', '1e3', '+Inf'), or None when unusable."""
+    if not text or text.strip() != text or "_" in text:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(v) else v
+
+
+def bucket_quantile(
+    q: float, upper_bounds: np.ndarray, counts: np.ndarray, present: np.ndarray
+) -> np.ndarray:
+    """Prometheus ``bucketQuantile`` at every step.
+
+    `upper_bounds` (B,) strictly increasing; `counts`/`present` (B, T) cumulative bucket
+    counts and whether each bucket had a value at that step (absent buckets are left out,
+    as Prometheus only sees the buckets present at a step). Returns (T,) values, NaN
+    where no quantile exists. Every operation is elementwise over the trailing axes, so
+    (B, G, T) arrays (G histograms sharing the bounds) give (G, T) in one call, with the
+    same numbers as G separate calls.
+    """
+    n_b = counts.shape[0]
+    shape = counts.shape[1:]
+    out = np.full(shape, np.nan)
+    if n_b == 0:
+        return out
+    any_present = present.any(axis=0)
+    if math.isnan(q):
+        return out
+    if q < 0 or q > 1:
+        out[any_present] = -np.inf if q < 0 else np.inf
+        return out
+    if not math.isinf(upper_bounds[-1]) or upper_bounds[-1] < 0:
+        return out
+    valid = present[-1].copy()
+    valid &= present.sum(axis=0) >= 2
+    fast = _bucket_quantile_dense(q, upper_bounds, counts, present, valid)
+    if fast is not None:
+        return fast
+    return _bucket_quantile_loop(q, upper_bounds, counts, present, valid)
+
+
+def _bucket_quantile_loop(
+    q: float, upper_bounds: np.ndarray, counts: np.ndarray, present: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
+    """The general `bucket_quantile`: bucket by bucket, vectorised over the other axes."""
+    n_b = counts.shape[0]
+    shape = counts.shape[1:]
+    out = np.full(shape, np.nan)
+    valid = valid.copy()
+    # Pass 1: precision fix and monotone envelope, bucket by bucket (vectorised over steps).
+    fixed = np.full((n_b, *shape), np.nan)
+    have = np.zeros(shape, dtype=bool)
+    prev = np.full(shape, np.nan)
+    running_max = np.full(shape, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(n_b):
+            p = present[j]
+            c = counts[j]
+            delta = np.abs(c - prev)
+            snap = have & (delta != 0) & (delta / c <= _PRECISION_TOLERANCE)
+            c = np.where(snap, prev, c)
+            prev = np.where(p, c, prev)
+            mono = np.where(have & (c < running_max), running_max, c)
+            running_max = np.where(p, np.where(~have | (c > running_max), c, running_max), running_max)
+            fixed[j] = np.where(p, mono, np.nan)
+            have |= p
+        # Pass 2: find the bucket holding the rank and interpolate.
+        total = fixed[-1]
+        valid &= total != 0
+        rank = q * total
+        found = np.zeros(shape, dtype=bool)
+        have_prev = np.zeros(shape, dtype=bool)
+        prev_ub = np.zeros(shape)
+        prev_count = np.zeros(shape)
+        for j in range(n_b - 1):
+            p = present[j]
+            ub = upper_bounds[j]
+            c = fixed[j]
+            hit = p & ~found & (c >= rank)
+            start = np.where(have_prev, prev_ub, 0.0)
+            below = np.where(have_prev, prev_count, 0.0)
+            value = start + (ub - start) * ((rank - below) / (c - below))
+            if ub <= 0:
+                value = np.where(have_prev, value, ub)
+            out = np.where(hit, value, out)
+            found |= hit
+            prev_ub = np.where(p, ub, prev_ub)
+            prev_count = np.where(p, c, prev_count)
+            have_prev |= p
+    out = np.where(found, out, prev_ub)
+    out[~valid] = np.nan
+    return out
+
+
+def _bucket_quantile_dense(
+    q: float, upper_bounds: np.ndarray, counts: np.ndarray, present: np.ndarray, valid: np.ndarray
+) -> np.ndarray | None:
+    """`bucket_quantile` for the usual case, every bucket present and every count finite:
+    the precision snap and the monotone envelope (a running maximum) bucket by bucket with
+    the loop's expressions, then the bucket holding the rank found and interpolated for all
+    steps at once. None when the case does not apply.
+    """
+    n_b = counts.shape[0]
+    if n_b < 2 or not present.all() or not np.isfinite(counts).all():
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        delta = np.subtract(counts[1:], counts[:-1])
+        np.abs(delta, out=delta)
+        nonzero = delta != 0
+        np.divide(delta, counts[1:], out=delta)
+        nonzero &= delta <= _PRECISION_TOLERANCE
+        del delta
+        if not nonzero.any():
+            # No count is within the tolerance of its neighbour: nothing snaps, and the
+            # envelope is the running maximum the loop below computes.
+            fixed = np.maximum.accumulate(counts, axis=0)
+        else:
+            fixed = np.empty_like(counts)
+            fixed[0] = counts[0]
+            prev = counts[0]
+            for b in range(1, n_b):
+                c = counts[b]
+                delta = np.abs(c - prev)
+                c = np.where((delta != 0) & (delta / c <= _PRECISION_TOLERANCE), prev, c)
+                np.maximum(fixed[b - 1], c, out=fixed[b])
+                prev = c
+        total = fixed[-1]
+        valid = valid & (total != 0)
+        rank = q * total
+        # The envelope is non-decreasing: the bucket holding the rank is the number of
+        # (non-+Inf) buckets below it.
+        j = (fixed[:-1] < rank).sum(axis=0, dtype=np.intp)
+        found = j < n_b - 1
+        j = np.minimum(j, n_b - 2)
+        flat = fixed.reshape(n_b, -1)
+        cols = np.arange(flat.shape[1])
+        c = flat[j.ravel(), cols].reshape(j.shape)
+        first = j == 0
+        below = np.where(first, 0.0, flat[np.maximum(j - 1, 0).ravel(), cols].reshape(j.shape))
+        ub = upper_bounds[j]
+        start = np.where(first, 0.0, upper_bounds[np.maximum(j - 1, 0)])
+        value = start + (ub - start) * ((rank - below) / (c - below))
+        value = np.where(first & (ub <= 0), ub, value)
+    out = np.where(found, value, upper_bounds[n_b - 2])
+    out[~valid] = np.nan
+    return out
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+@dataclass(frozen=True)
+class _Vector:
+    """A range of instant vectors: row i is label set `labels[i]` over the grid."""
+
+    labels: tuple[Labels, ...]
+    values: np.ndarray
+    present: np.ndarray
+    samples: int = 0
+
+
+def _project(labels: Labels, by: Sequence[str]) -> Labels:
+    d = dict(labels)
+    return tuple(sorted((k, d[k]) for k in by if k in d))
+
+
+def _stack(rows: list[tuple[np.ndarray, np.ndarray]], n_t: int) -> tuple[np.ndarray, np.ndarray]:
+    if not rows:
+        return np.empty((0, n_t)), np.empty((0, n_t), dtype=bool)
+    return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
+
+
+def _aggregate(vec: _Vector, by: Sequence[str], agg: str) -> _Vector:
+    if agg not in ("sum", "avg", "max", "min"):
+        raise ValueError(f"unknown aggregation {agg!r}; expected one of {AGGREGATIONS}")
+    projected = [_project(labels, by) for labels in vec.labels]
+    keys = sorted(set(projected))
+    n_t = vec.values.shape[1]
+    if not keys:
+        return _Vector((), np.full((0, n_t), np.nan), np.zeros((0, n_t), dtype=bool), vec.samples)
+    slot = {key: g for g, key in enumerate(keys)}
+    group = np.fromiter((slot[key] for key in projected), dtype=np.intp, count=len(projected))
+    # The j-th row (input order) of every group is folded in at round j: each group's rows
+    # are combined in the same order as a row-by-row reduction of that group would.
+    order = np.argsort(group, kind="stable")
+    starts = np.searchsorted(group[order], np.arange(len(keys)))
+    rank = np.empty(len(group), dtype=np.intp)
+    rank[order] = np.arange(len(group)) - starts[group[order]]
+    fill = 0.0 if agg in ("sum", "avg") else np.nan
+    if len(keys) == len(group) and agg != "avg":
+        # One row per group (e.g. buckets summed by all their labels): the reduction is a
+        # relabelling; the same values as below, without the temporaries.
+        values = vec.values[order]
+        present = vec.present[order]
+        np.copyto(values, fill, where=~present)
+        return _Vector(tuple(keys), values, present, vec.samples)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        masked = np.where(vec.present, vec.values, fill)
+        first = order[starts]
+        acc = masked[first]
+        count = vec.present[first].astype(np.intp)
+        for j in range(1, int(rank.max()) + 1):
+            rows = np.flatnonzero(rank == j)
+            g = group[rows]
+            if agg in ("sum", "avg"):
+                acc[g] = acc[g] + masked[rows]
+            elif agg == "max":
+                acc[g] = np.fmax(acc[g], masked[rows])
+            else:
+                acc[g] = np.fmin(acc[g], masked[rows])
+            count[g] += vec.present[rows]
+        values = acc / count if agg == "avg" else acc
+    return _Vector(tuple(keys), values, count > 0, vec.samples)
+
+
+def _divide(num: _Vector, den: _Vector, on: Sequence[str] | None) -> _Vector:
+    """num / den matched one-to-one on all labels (`on` None) or many-to-one on `on` labels."""
+
+    def key(labels: Labels) -> object:
+        if on is None:
+            return labels
+        d = dict(labels)
+        return tuple(d.get(k, "") for k in on)
+
+    index = {key(lbl): i for i, lbl in enumerate(den.labels)}
+    labels: list[Labels] = []
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, lbl in enumerate(num.labels):
+            j = index.get(key(lbl))
+            if j is None:
+                continue
+            q = num.values[i] / den.values[j]
+            labels.append(lbl)
+            rows.append((q, num.present[i] & den.present[j] & np.isfinite(q)))
+    values, present = _stack(rows, num.values.shape[1])
+    return _Vector(tuple(labels), values, present, num.samples + den.samples)
+
+
+# --------------------------------------------------------------------------- source
+
+
+class _Selection:
+    """What `SampleStore.select_views` returned for one (metric, matchers), at one store
+    version, with its series grouped by equal timestamps (computed on first use)."""
+
+    __slots__ = ("version", "views", "_blocks")
+
+    def __init__(self, version: int, views: list[SeriesView]) -> None:
+        self.version = version
+        self.views = views
+        self._blocks: list[tuple[np.ndarray, list[int]]] | None = None
+
+    def blocks(self, same: _SharedTimestamps) -> list[tuple[np.ndarray, list[int]]]:
+        """(timestamps, indices of the series with exactly these timestamps): each series joins
+        the first block whose first series has its timestamps, else starts one."""
+        if self._blocks is None:
+            views = self.views
+            keyed: dict[tuple[int, float, float], list[int]] = {}
+            for i, v in enumerate(views):
+                ts = v.timestamps
+                keyed.setdefault((len(ts), float(ts[0]), float(ts[-1])), []).append(i)
+            blocks: list[tuple[np.ndarray, list[int]]] = []
+            for members in keyed.values():
+                groups: list[tuple[SeriesView, list[int]]] = []
+                for i in members:
+                    for leader, group in groups:
+                        if same.equal(leader, views[i]):
+                            group.append(i)
+                            break
+                    else:
+                        groups.append((views[i], [i]))
+                blocks.extend((leader.timestamps, group) for leader, group in groups)
+            self._blocks = blocks
+        return self._blocks
+
+
+class _SharedTimestamps:
+    """Equality of two series' timestamps, remembering what was verified.
+
+    A stored range of a store buffer never changes (`SeriesView.buffer_id`), so once the
+    timestamps of two series were found equal over some range of their buffers, a later
+    comparison of the same buffers (at the same relative offset) only compares what lies
+    outside that range: after new samples, the new ones; with retention, nothing. The
+    answer is always that of comparing the whole arrays.
+    """
+
+    __slots__ = ("pairs", "max_pairs")
+
+    def __init__(self, max_pairs: int = 1 << 16) -> None:
+        self.pairs: dict[tuple[int, int], tuple[object, object, int, int, int]] = {}
+        """(id a, id b) -> (buffer a, buffer b, offset b - offset a, [lo, hi) verified in a's buffer)."""
+        self.max_pairs = max_pairs
+
+    def equal(self, a: SeriesView, b: SeriesView) -> bool:
+        ta, tb = a.timestamps, b.timestamps
+        n = len(ta)
+        if n != len(tb):
+            return False
+        if ta is tb:
+            return True
+        key = (id(a.buffer_id), id(b.buffer_id))
+        shift = b.offset - a.offset
+        lo_need, hi_need = a.offset, a.offset + n
+        known = self.pairs.get(key)
+        if (
+            known is not None
+            and known[0] is a.buffer_id
+            and known[1] is b.buffer_id
+            and known[2] == shift
+            and lo_need <= known[4]
+            and known[3] <= hi_need
+        ):
+            lo, hi = known[3], known[4]
+            if lo_need < lo and not np.array_equal(ta[: lo - lo_need], tb[: lo - lo_need]):
+                return False
+            if hi < hi_need and not np.array_equal(ta[hi - lo_need :], tb[hi - lo_need :]):
+                return False
+            if lo_need < lo or hi < hi_need:
+                self.pairs[key] = (a.buffer_id, b.buffer_id, shift, min(lo, lo_need), max(hi, hi_need))
+            return True
+        if not np.array_equal(ta, tb):
+            return False
+        if len(self.pairs) >= self.max_pairs:
+            self.pairs.clear()
+        self.pairs[key] = (a.buffer_id, b.buffer_id, shift, lo_need, hi_need)
+        return True
+
+
+class NativeSource:
+    """`Source` over an embedded `SampleStore`."""
+
+    def __init__(
+        self, store: SampleStore, *, lookback_delta: float = DEFAULT_LOOKBACK_DELTA, name: str = "native"
+    ) -> None:
+        if not lookback_delta > 0:
+            raise ValueError(f"lookback_delta must be > 0, got {lookback_delta!r}")
+        self.store = store
+        self.lookback_delta = float(lookback_delta)
+        self.name = name
+        self._local = threading.local()
+        self._shared_ts = _SharedTimestamps()
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Queries inside share their selections: a metric read by several queries (a panel,
+        its pressure windows, an instant) is selected from the store and grouped by shared
+        timestamps once, for as long as the store's `version` is unchanged, so every query
+        sees what it would have selected itself. One evaluation opens one scope
+        (`detector.evidence.gather.gather_evidence`); per thread, nestable."""
+        outer = getattr(self._local, "memo", None)
+        self._local.memo = {}
+        try:
+            yield
+        finally:
+            self._local.memo = outer
+
+    def _select(self, metric: str, matchers: Sequence[tuple[str, ...]]) -> _Selection:
+        memo: dict[tuple[str, tuple[tuple[str, ...], ...]], _Selection] | None = getattr(self._local, "memo", None)
+        key = (metric, tuple(matchers))
+        if memo is not None:
+            hit = memo.get(key)
+            if hit is not None and hit.version == self.store.version:
+                return hit
+        version, views = self.store.select_views(metric, matchers)
+        sel = _Selection(version, views)
+        if memo is not None:
+            memo[key] = sel
+        return sel
+
+    def survey(
+        self, metric: str, matchers: Sequence[tuple[str, ...]], end: float, lookback: float
+    ) -> SeriesSurvey:
+        """What the store holds for the selector (`detector.source.frame.survey_series`): series
+        with a real sample in ``(end - lookback, end]``, and their spacing near `end`."""
+        label_sets: list[Labels] = []
+        stamps: list[np.ndarray] = []
+        lo = end - lookback
+        views = self._select(metric, matchers).views
+        # histogram buckets are probed on their le="+Inf" series, as PrometheusSource does
+        probe_inf = metric.endswith("_bucket") and any(("le", "+Inf") in v.labels for v in views)
+        for view in views:
+            ts = view.timestamps
+            i = int(np.searchsorted(ts, lo, side="right"))
+            j = int(np.searchsorted(ts, end, side="right"))
+            if j <= i or (view.last_stale >= ts[i] and is_stale_marker(view.values[i:j]).all()):
+                continue  # nothing in the lookback, or stale markers only
+            label_sets.append(view.labels)
+            if probe_inf and ("le", "+Inf") not in view.labels:
+                continue
+            # the probe reads at most the longest probe window: cheap however long the lookback
+            k = int(np.searchsorted(ts, end - PROBE_WINDOWS[-1], side="right"))
+            k = max(i, k)
+            t, v = ts[k:j], view.values[k:j]
+            if view.last_stale >= (t[0] if len(t) else math.inf):
+                t = t[~is_stale_marker(v)]
+            stamps.append(t)
+        probe = [(w, [t[np.searchsorted(t, end - w, side="right") :] for t in stamps]) for w in PROBE_WINDOWS]
+        return survey_series(metric, matchers, label_sets, probe)
+
+    def query_range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
+        times = evaluation_times(start, end, step)
+        vec = self._evaluate(signal, times)
+        keep = np.asarray(vec.present.any(axis=1), dtype=bool)
+        order = sorted((lbl, i) for i, lbl in enumerate(vec.labels) if keep[i])
+        units = tuple(lbl for lbl, _ in order)
+        rows = [i for _, i in order]
+        values = np.where(vec.present[rows], vec.values[rows], np.nan).reshape(len(rows), len(times))
+        return SignalFrame(units=units, times=times, values=values, samples_read=vec.samples)
+
+    # -- kinds
+
+    def _evaluate(self, signal: Signal, times: np.ndarray) -> _Vector:
+        kind = signal.kind
+        if kind == "ratio":
+            vec = self._ratio(signal, times)
+        else:
+            if not signal.metric:
+                raise ValueError(f"{kind} signal needs a metric")
+            if kind == "gauge":
+                if signal.agg not in AGGREGATIONS:
+                    raise ValueError(f"unknown aggregation {signal.agg!r}; expected one of {AGGREGATIONS}")
+                vec = _aggregate(self._instant(signal.metric, signal.matchers, times), signal.by, signal.agg)
+            elif kind in ("rate", "increase"):
+                vec = self._sum_rate(signal.metric, signal, times, is_rate=kind == "rate")
+            elif kind == "histogram_quantile":
+                vec = self._histogram_quantile(signal, times)
+            elif kind == "histogram_mean":
+                sums = self._sum_rate(signal.metric + "_sum", signal, times, is_rate=True)
+                counts = self._sum_rate(signal.metric + "_count", signal, times, is_rate=True)
+                vec = _divide(sums, counts, None)
+            else:
+                raise ValueError(f"unknown signal kind {kind!r}")
+        if signal.scale != 1.0:
+            vec = _Vector(vec.labels, vec.values * signal.scale, vec.present, vec.samples)
+        return vec
+
+    def _instant(self, metric: str, matchers: Sequence[tuple[str, ...]], times: np.ndarray) -> _Vector:
+        labels: list[Labels] = []
+        rows: list[tuple[np.ndarray, np.ndarray]] = []
+        samples = 0
+        for lbl, ts, vals, *_ in self._select(metric, matchers).views:
+            ts, vals = _clip(ts, vals, float(times[0]) - self.lookback_delta, float(times[-1]))
+            labels.append(lbl)
+            rows.append(instant_values(ts, vals, times, self.lookback_delta))
+            samples += len(ts)
+        values, present = _stack(rows, len(times))
+        return _Vector(tuple(labels), values, present, samples)
+
+    def _rates(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
+        window = _check_range(signal)
+        sel = self._select(metric, signal.matchers)
+        views = sel.views
+        n = len(views)
+        values = np.full((n, len(times)), np.nan)
+        present = np.zeros((n, len(times)), dtype=bool)
+        samples = 0
+        lo_t, hi_t = float(times[0]) - window, float(times[-1])
+        # Series scraped together share their timestamps: each such block is clipped once and
+        # evaluated by `increase_list` (the arithmetic of `extrapolated_increase`, per element).
+        for full_ts, members in sel.blocks(self._shared_ts):
+            i, j = (int(x) for x in np.searchsorted(full_ts, [lo_t, hi_t], side="right"))
+            ts = full_ts[i:j]
+            samples += (j - i) * len(members)
+            rows: list[np.ndarray] = []
+            idx: list[int] = []
+            resets: list[bool] = []
+            first = float(ts[0]) if len(ts) else math.inf
+            for r in members:
+                v = views[r]
+                vals = v.values[i:j]
+                if len(members) == 1 or len(ts) < 2 or (v.last_stale >= first and is_stale_marker(vals).any()):
+                    values[r], present[r] = extrapolated_increase(ts, vals, times, window, is_rate=is_rate)
+                    continue
+                rows.append(vals)
+                idx.append(r)
+                # the store's record of the last counter reset: none after the first sample here
+                resets.append(v.last_drop > first)
+            size = max(1, _BLOCK_SAMPLES // max(1, len(times)))
+            for b0 in range(0, len(rows), size):
+                part = idx[b0 : b0 + size]
+                if part[-1] - part[0] == len(part) - 1 and all(b > a for a, b in zip(part, part[1:], strict=False)):
+                    # consecutive rows of the output: written in place
+                    dest = slice(part[0], part[-1] + 1)
+                    increase_list(
+                        ts, rows[b0 : b0 + size], times, window, is_rate=is_rate,
+                        resets=resets[b0 : b0 + size], out=values[dest], present=present[dest],
+                    )
+                    continue
+                values[part], present[part] = increase_list(
+                    ts, rows[b0 : b0 + size], times, window, is_rate=is_rate, resets=resets[b0 : b0 + size]
+                )
+        return _Vector(tuple(v.labels for v in views), values, present, samples)
+
+    def _sum_rate(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
+        return _aggregate(self._rates(metric, signal, times, is_rate=is_rate), signal.by, "sum")
+
+    def _histogram_quantile(self, signal: Signal, times: np.ndarray) -> _Vector:
+        if signal.quantile is None:
+            raise ValueError(f"histogram_quantile signal on {signal.metric!r} needs a quantile")
+        by = tuple(k for k in signal.by if k != "le")
+        rates = self._rates(signal.metric + "_bucket", signal, times, is_rate=True)
+        keys = [_project(lbl, (*by, "le")) for lbl in rates.labels]
+        rows_in_order: Sequence[int]
+        if len(set(keys)) == len(keys):
+            # Every bucket series is its own (by, le) group: `sum by (by, le)` is a relabelling,
+            # so the rows of `rates` are used as they are (in the order `_aggregate` gives).
+            rows_in_order = sorted(range(len(keys)), key=keys.__getitem__)
+            sum_labels: Sequence[Labels] = [keys[i] for i in rows_in_order]
+            sum_values, sum_present, absent_is_nan = rates.values, rates.present, True
+        else:
+            summed = _aggregate(rates, (*by, "le"), "sum")
+            rows_in_order = range(len(summed.labels))
+            sum_labels = summed.labels
+            # a "sum" aggregate holds +0.0 wherever a group has no value
+            sum_values, sum_present, absent_is_nan = summed.values, summed.present, False
+        # group -> upper bound -> rows of the sums; equal bounds ('1' and '1.0') merge.
+        groups: dict[Labels, dict[float, list[int]]] = {}
+        for i, lbl in zip(rows_in_order, sum_labels, strict=True):
+            d = dict(lbl)
+            ub = parse_le(d.pop("le", ""))
+            if ub is None:
+                continue
+            groups.setdefault(tuple(sorted(d.items())), {}).setdefault(ub, []).append(i)
+        labels = sorted(groups)
+        values = np.full((len(labels), len(times)), np.nan)
+        present_rows = np.zeros((len(labels), len(times)), dtype=bool)
+        # Histograms with the same bucket bounds go through `bucket_quantile` together.
+        by_bounds: dict[tuple[float, ...], list[int]] = {}
+        for g, key in enumerate(labels):
+            by_bounds.setdefault(tuple(sorted(groups[key])), []).append(g)
+        q = float(signal.quantile)
+        for bounds, all_members in by_bounds.items():
+            # `bucket_quantile` is elementwise over histograms: a few at a time keeps its
+            # temporaries in cache (thousands of histograms would stream gigabytes).
+            chunk = max(1, _BLOCK_SAMPLES // (len(bounds) * max(1, len(times))))
+            for c0 in range(0, len(all_members), chunk):
+                members = all_members[c0 : c0 + chunk]
+                counts, present = self._bucket_counts(groups, labels, bounds, members, sum_values, sum_present, absent_is_nan, len(times))
+                values[members] = bucket_quantile(q, np.array(bounds), counts, present)
+                present_rows[members] = present.any(axis=0)
+        return _Vector(tuple(labels), values, present_rows, rates.samples)
+
+    @staticmethod
+    def _bucket_counts(
+        groups: dict[Labels, dict[float, list[int]]],
+        labels: list[Labels],
+        bounds: tuple[float, ...],
+        members: list[int],
+        sum_values: np.ndarray,
+        sum_present: np.ndarray,
+        absent_is_nan: bool,
+        n_t: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(B, G, T) cumulative bucket counts and presence of the histograms `members`."""
+        rows = [[groups[labels[g]][b] for g in members] for b in bounds]
+        if all(len(r) == 1 for per_bound in rows for r in per_bound):
+            idx = np.array([[r[0] for r in per_bound] for per_bound in rows])  # (B, G)
+            counts, present = sum_values[idx], sum_present[idx]
+            if absent_is_nan:
+                np.copyto(counts, 0.0, where=~present)
+        else:
+            counts = np.zeros((len(bounds), len(members), n_t))
+            present = np.zeros((len(bounds), len(members), n_t), dtype=bool)
+            for bi, per_bound in enumerate(rows):
+                for gi, rs in enumerate(per_bound):
+                    if absent_is_nan:
+                        total = np.where(sum_present[rs[0]], sum_values[rs[0]], 0.0)
+                        for r in rs[1:]:
+                            total = total + np.where(sum_present[r], sum_values[r], 0.0)
+                    else:
+                        total = sum_values[rs[0]]
+                        for r in rs[1:]:
+                            total = total + sum_values[r]
+                    counts[bi, gi] = total
+                    present[bi, gi] = sum_present[rs].any(axis=0)
+        return counts, present
+
+    def _ratio(self, signal: Signal, times: np.ndarray) -> _Vector:
+        if signal.numerator is None or signal.denominator is None:
+            raise ValueError("ratio signal needs a numerator and a denominator")
+        on = ratio_join_labels(signal)
+        num = self._evaluate(signal.numerator, times)
+        den = self._evaluate(signal.denominator, times)
+        return _divide(num, den, on)
+
+
+def ratio_join_labels(signal: Signal) -> tuple[str, ...] | None:
+    """None for a one-to-one ratio, else the denominator's labels to join ``on(...) group_left``.
+
+    Raises ValueError when the denominator groups by a label the numerator lacks.
+    """
+    if signal.numerator is None or signal.denominator is None:
+        raise ValueError("ratio signal needs a numerator and a denominator")
+    num_by, den_by = set(signal.numerator.by), set(signal.denominator.by)
+    if num_by == den_by:
+        return None
+    if den_by < num_by:
+        return tuple(signal.denominator.by)
+    extra = sorted(den_by - num_by)
+    raise ValueError(f"ratio denominator groups by {extra} which the numerator does not; cannot join")
+
+
+def _check_range(signal: Signal) -> float:
+    if not (signal.range > 0 and math.isfinite(signal.range)):
+        raise ValueError(
+            f"{signal.kind} signal on {signal.metric!r} needs a positive range, got {signal.range!r}"
+        )
+    return float(signal.range)
+
+
+def evaluate_instant(source: Source, signal: Signal, t: float) -> SignalFrame:
+    """The signal at the single time `t` (a one-point `query_range`)."""
+    return source.query_range(signal, t, t, 1.0)

@@ -1,0 +1,637 @@
+"""An embedded, in-memory time-series store with Prometheus ingestion rules.
+
+`SampleStore` keeps one pair of numpy arrays (timestamps, values) per series, grown
+geometrically (x1.5), so appending costs amortised O(1) per sample and no Python object is
+kept per sample. All public methods take one lock, so the store may be fed by one
+thread (a scraper, the simulator) while another evaluates.
+
+Ingestion rules (per series, identified by metric name + label set)
+-------------------------------------------------------------------
+* Timestamps are float seconds and must be finite (else ``ValueError``). Values
+  are float64; ``+-Inf`` and NaN are stored as given.
+* Samples must be strictly increasing in time. A sample whose timestamp equals the
+  newest sample's and whose value is bit-for-bit the same is a **duplicate**: it is
+  ignored and counted. Any other sample with a timestamp ``<=`` the newest one is
+  **out of order**: it is dropped and counted. Previously accepted data is never
+  changed. Within one `append` call the same rules apply sample by sample.
+* Prometheus stale markers (the NaN with bit pattern ``0x7ff0000000000002``, see
+  `STALE_NAN` / `is_stale_marker`) are stored like any sample; readers treat them
+  as "the series ended here". Ordinary NaN values are stored as NaN.
+* The metric name must match ``[a-zA-Z_:][a-zA-Z0-9_:]*``; label names must match
+  ``[a-zA-Z_][a-zA-Z0-9_]*`` and must not start with ``__`` (reserved); label values
+  must be strings. A label with an empty value is the same as no label (as in
+  Prometheus) and is dropped. Violations raise ``ValueError`` naming the label.
+
+Retention
+---------
+`enforce_retention(now)` drops samples older than ``now - retention`` (a sample at
+exactly the cutoff is kept) and forgets series left empty. Independently of the
+clock, a series that must grow its buffers first drops its own samples older than
+``newest - retention``, so memory stays bounded even if nobody calls
+`enforce_retention`. ``retention=None`` keeps everything.
+
+Reads
+-----
+`select` returns read-only views. They stay valid and unchanged after later
+appends or retention: appends only write past the end of every published view, and
+compaction always copies into new buffers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from detector.source.frame import Labels
+from detector.spec.matchers import Matcher, matches
+
+STALE_NAN_BITS = 0x7FF0000000000002
+"""Bit pattern of the Prometheus stale marker (a signalling NaN)."""
+
+STALE_NAN: float = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
+"""The Prometheus stale marker as a float. Compare with `is_stale_marker`, never with ``==``."""
+
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_MIN_CAPACITY = 16
+_VALIDATION_CACHE_SIZE = 100_000
+_LOCK_CHUNK = 4096
+"""Series appended by `SampleStore.append_refs` per acquisition of the lock (readers get a turn)."""
+_SERIES_OVERHEAD_BYTES = 256
+"""Rough per-series bookkeeping cost counted by `memory_bytes` besides the sample buffers."""
+
+
+def is_stale_marker(values: object) -> np.ndarray:
+    """Boolean mask (same shape as `values`) of the samples that are Prometheus stale markers."""
+    arr = np.asarray(values, dtype=np.float64)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy()
+    return arr.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+
+
+def _float_bits(x: float) -> int:
+    return int(struct.unpack("<Q", struct.pack("<d", x))[0])
+
+
+def _is_stale_scalar(x: float) -> bool:
+    return x != x and _float_bits(x) == STALE_NAN_BITS
+
+
+def validate_metric_name(name: str) -> str:
+    if not isinstance(name, str) or not _METRIC_NAME.match(name):
+        raise ValueError(f"invalid metric name {name!r}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")
+    return name
+
+
+def validate_label_name(name: str) -> str:
+    if not isinstance(name, str) or not _LABEL_NAME.match(name):
+        raise ValueError(f"invalid label name {name!r}: must match [a-zA-Z_][a-zA-Z0-9_]*")
+    if name.startswith("__"):
+        raise ValueError(f"invalid label name {name!r}: names starting with '__' are reserved")
+    return name
+
+
+def _validate_labels(labels: Mapping[str, str]) -> Labels:
+    out: list[tuple[str, str]] = []
+    for key, value in labels.items():
+        validate_label_name(key)
+        if not isinstance(value, str):
+            raise ValueError(f"label {key!r}: value must be a string, got {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"label {key!r}: value is not valid UTF-8") from exc
+        if value != "":
+            out.append((key, value))
+    return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """What one `SampleStore.append` did with its samples."""
+
+    accepted: int = 0
+    out_of_order: int = 0
+    duplicates: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return self.out_of_order + self.duplicates
+
+
+class SeriesRef(NamedTuple):
+    """A validated series identity (`series_ref`), for `SampleStore.append_refs`.
+
+    `token` is a canonical text of (name, labels): one string per series, whose hash Python
+    keeps, so a caller holding on to its refs (a decoder cache) finds a series in one
+    dictionary probe.
+    """
+
+    name: str
+    labels: Labels
+    token: str
+
+
+def _token(name: str, key: Labels) -> str:
+    return repr((name, key))
+
+
+def series_ref(name: str, labels: Mapping[str, str]) -> SeriesRef:
+    """The `SeriesRef` of a series; validates as `SampleStore.append` does (ValueError)."""
+    validate_metric_name(name)
+    key = _validate_labels(labels)
+    return SeriesRef(name, key, _token(name, key))
+
+
+class SeriesView(NamedTuple):
+    """One series as `SampleStore.select_views` returns it."""
+
+    labels: Labels
+    timestamps: np.ndarray
+    values: np.ndarray
+    last_drop: float
+    """Time of the newest sample whose value is below its predecessor's (-inf: none stored
+    since the series began): a window of samples all later than this has no counter reset."""
+    last_stale: float
+    """Time of the newest stale marker (-inf: none)."""
+    buffer_id: object
+    """Identity of the buffer `timestamps` is a view of. The stored part of a buffer never
+    changes (appends write past it; a compacted or grown series gets a new buffer), so two
+    views of the same buffers at the same offsets compare as they did before."""
+    offset: int
+    """Index of ``timestamps[0]`` in that buffer."""
+
+
+class RefBatch:
+    """Samples of many series for `SampleStore.append_refs`, checked and converted once.
+
+    Series k is ``refs[k]`` with samples ``timestamps[bounds[k]:bounds[k + 1]]`` (seconds,
+    finite) and the same slice of `values` (float64, bits kept).
+    """
+
+    __slots__ = ("refs", "bounds", "timestamps", "values", "_t", "_v", "_increasing")
+
+    def __init__(
+        self, refs: Sequence[SeriesRef], bounds: Sequence[int] | np.ndarray, timestamps: np.ndarray, values: np.ndarray
+    ) -> None:
+        ts = np.asarray(timestamps, dtype=np.float64)
+        vals = np.asarray(values, dtype=np.float64)
+        if ts.ndim != 1 or ts.shape != vals.shape:
+            raise ValueError(f"timestamps {ts.shape} and values {vals.shape} must be equal-length 1-D arrays")
+        barr = np.asarray(bounds, dtype=np.int64)
+        if barr.shape != (len(refs) + 1,) or barr[0] != 0 or barr[-1] != len(ts):
+            raise ValueError("bounds must hold len(refs) + 1 offsets from 0 to len(timestamps)")
+        if (barr[1:] < barr[:-1]).any():
+            raise ValueError("bounds must be non-decreasing")
+        b: list[int] = barr.tolist()
+        if not np.isfinite(ts).all():
+            raise ValueError("timestamps must be finite numbers of seconds")
+        self.refs = refs
+        self.bounds = b
+        self.timestamps = ts
+        self.values = vals
+        self._t: list[float] = ts.tolist()
+        self._v: list[float] = vals.tolist()
+        """Python floats (same bits) for the one-sample path."""
+        self._increasing = ts[1:] > ts[:-1]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
+_ONE_ACCEPTED = AppendResult(accepted=1)
+_ONE_DUPLICATE = AppendResult(duplicates=1)
+_ONE_OUT_OF_ORDER = AppendResult(out_of_order=1)
+"""Shared results of the single-sample path (frozen, so sharing is safe; building one per call costs)."""
+
+
+class _Series:
+    """Live samples are ``ts[start:end]`` / ``vals[start:end]``; never written in place."""
+
+    __slots__ = ("ts", "vals", "start", "end", "newest_real", "token", "last_v", "last_drop", "last_stale", "buffer_id")
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.buffer_id = object()
+        """Identifies the current `ts` buffer (a new one whenever the buffer is replaced)."""
+        self.ts = np.empty(_MIN_CAPACITY, dtype=np.float64)
+        self.vals = np.empty(_MIN_CAPACITY, dtype=np.float64)
+        self.start = 0
+        self.end = 0
+        self.newest_real: float | None = None
+        """Timestamp of the newest sample that is not a stale marker."""
+        self.last_v = 0.0
+        """Value of the newest sample (meaningful when the series is not empty)."""
+        self.last_drop = -math.inf
+        """Timestamp of the newest sample whose value is below the one before it (a counter reset)."""
+        self.last_stale = -math.inf
+        """Timestamp of the newest stale marker."""
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def newest(self) -> tuple[float, np.float64] | None:
+        if self.end == self.start:
+            return None
+        return float(self.ts[self.end - 1]), self.vals[self.end - 1]
+
+    def drop_before(self, cutoff: float) -> int:
+        """Forget samples with ts < cutoff (no copy: only `start` moves). Returns how many."""
+        live = self.ts[self.start : self.end]
+        k = int(np.searchsorted(live, cutoff, side="left"))
+        self.start += k
+        if self.newest_real is not None and self.newest_real < cutoff:
+            self.newest_real = None
+        return k
+
+    def extend(self, ts: np.ndarray, vals: np.ndarray, retention: float | None) -> None:
+        k = len(ts)
+        if self.end + k > len(self.ts):
+            if retention is not None:
+                self.drop_before(float(ts[-1]) - retention)
+            live = self.end - self.start
+            # Grow by half (amortised O(1) per sample); a new series gets a snug first buffer.
+            capacity = live + k + (max(_MIN_CAPACITY, (live + k) // 2) if live else _MIN_CAPACITY)
+            new_ts = np.empty(capacity, dtype=np.float64)
+            new_vals = np.empty(capacity, dtype=np.float64)
+            new_ts[:live] = self.ts[self.start : self.end]
+            new_vals[:live] = self.vals[self.start : self.end]
+            self.ts, self.vals, self.start, self.end = new_ts, new_vals, 0, live
+            self.buffer_id = object()
+        prev = self.last_v if self.end > self.start else None
+        self.ts[self.end : self.end + k] = ts
+        self.vals[self.end : self.end + k] = vals
+        self.end += k
+        if k == 1:
+            v = float(vals[0])
+            self.last_v = v
+            if prev is not None and v < prev:
+                self.last_drop = float(ts[0])
+            if _is_stale_scalar(v):
+                self.last_stale = float(ts[0])
+            else:
+                self.newest_real = float(ts[0])
+            return
+        self.last_v = float(vals[-1])
+        falls = np.flatnonzero(vals[1:] < vals[:-1])
+        if len(falls):
+            self.last_drop = float(ts[falls[-1] + 1])
+        elif prev is not None and vals[0] < prev:
+            self.last_drop = float(ts[0])
+        stale = is_stale_marker(vals)
+        if stale.any():
+            self.last_stale = float(ts[np.flatnonzero(stale)[-1]])
+            real = ~stale
+            if real.any():
+                self.newest_real = float(ts[np.flatnonzero(real)[-1]])
+        else:
+            self.newest_real = float(ts[-1])
+
+    def append_one(self, t: float, v: float, retention: float | None) -> None:
+        """Append one sample newer than every stored one (no numpy arrays on the usual path)."""
+        if self.end >= len(self.ts):
+            self.extend(np.array([t]), np.array([v]), retention)
+            return
+        if self.end > self.start and v < self.last_v:
+            self.last_drop = t
+        self.ts[self.end] = t
+        self.vals[self.end] = v
+        self.end += 1
+        self.last_v = v
+        if v == v or _float_bits(v) != STALE_NAN_BITS:
+            self.newest_real = t
+        else:
+            self.last_stale = t
+
+    def views(self) -> tuple[np.ndarray, np.ndarray]:
+        ts = self.ts[self.start : self.end]
+        vals = self.vals[self.start : self.end]
+        ts.flags.writeable = False
+        vals.flags.writeable = False
+        return ts, vals
+
+
+def _one_sample(timestamps: object, values: object) -> tuple[float, float] | None:
+    """(t, v) when the arguments are one float64 sample with a finite time (a scrape or
+    remote_write sample), else None. Values keep their bits (NaN payloads included)."""
+    if type(timestamps) is np.ndarray and type(values) is np.ndarray:
+        if timestamps.shape != (1,) or values.shape != (1,):
+            return None
+        if timestamps.dtype != np.float64 or values.dtype != np.float64:
+            return None
+        t, v = float(timestamps[0]), float(values[0])
+    elif type(timestamps) is float and type(values) is float:
+        t, v = timestamps, values
+    else:
+        return None
+    return (t, v) if t - t == 0.0 else None
+
+
+def _as_samples(timestamps: object, values: object) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.atleast_1d(np.asarray(timestamps, dtype=np.float64))
+    vals = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if ts.ndim != 1 or vals.ndim != 1 or ts.shape != vals.shape:
+        raise ValueError(f"timestamps {ts.shape} and values {vals.shape} must be scalars or equal-length 1-D")
+    if not np.isfinite(ts).all():
+        raise ValueError("timestamps must be finite numbers of seconds")
+    return ts, vals
+
+
+def _classify(
+    ts: np.ndarray, vals: np.ndarray, newest: tuple[float, np.float64] | None
+) -> tuple[np.ndarray, int, int]:
+    """Mask of accepted samples, and the duplicate / out-of-order counts (rules in the module doc)."""
+    n = len(ts)
+    before = np.empty(n, dtype=np.float64)
+    before[0] = -np.inf if newest is None else newest[0]
+    if n > 1:
+        np.maximum.accumulate(ts[:-1], out=before[1:])
+        np.maximum(before[1:], before[0], out=before[1:])
+    accepted = ts > before
+    rejected = ~accepted
+    if not rejected.any():
+        return accepted, 0, 0
+    # The newest sample before i is the last accepted one before i (or the stored newest).
+    idx = np.where(accepted, np.arange(n), -1)
+    last_acc = np.empty(n, dtype=np.int64)
+    last_acc[0] = -1
+    if n > 1:
+        np.maximum.accumulate(idx[:-1], out=last_acc[1:])
+    bits = vals.view(np.uint64)
+    newest_bits = np.empty(n, dtype=np.uint64)
+    has_prev = last_acc >= 0
+    newest_bits[has_prev] = bits[last_acc[has_prev]]
+    if newest is not None:
+        newest_bits[~has_prev] = np.asarray(newest[1], dtype=np.float64).view(np.uint64)
+    else:
+        newest_bits[~has_prev] = 0
+    same_time = ts == before
+    duplicate = rejected & same_time & (bits == newest_bits)
+    n_dup = int(duplicate.sum())
+    return accepted, n_dup, int(rejected.sum()) - n_dup
+
+
+class SampleStore:
+    """Thread-safe in-memory sample store (see the module docstring for the rules)."""
+
+    def __init__(self, retention: float | None = 8 * 86400.0) -> None:
+        if retention is not None and not (retention > 0 and np.isfinite(retention)):
+            raise ValueError(f"retention must be a positive number of seconds or None, got {retention!r}")
+        self.retention = None if retention is None else float(retention)
+        self._lock = threading.Lock()
+        self._series: dict[str, dict[Labels, _Series]] = {}
+        self._flat: dict[str, _Series] = {}
+        """The same series by `SeriesRef.token` (for `append_refs`)."""
+        self._version = 0
+        """Bumped by every change of the stored samples (see `version`)."""
+        self._valid: dict[tuple[str, tuple[tuple[str, str], ...]], Labels] = {}
+        """Cache: (name, labels as given) -> validated series key, so repeat appends skip validation."""
+
+    def _series_key(self, name: str, labels: Mapping[str, str]) -> Labels:
+        try:
+            raw = (name, tuple(labels.items()))
+            cached = self._valid.get(raw)
+        except TypeError:  # unhashable label value: let validation explain
+            raw, cached = None, None
+        if cached is not None:
+            return cached
+        validate_metric_name(name)
+        key = _validate_labels(labels)
+        if raw is not None:
+            if len(self._valid) >= _VALIDATION_CACHE_SIZE:
+                self._valid.clear()
+            self._valid[raw] = key
+        return key
+
+    def append(
+        self, name: str, labels: Mapping[str, str], timestamps: object, values: object
+    ) -> AppendResult:
+        """Append samples (scalars or equal-length arrays, seconds) to one series."""
+        key = self._series_key(name, labels)
+        one = _one_sample(timestamps, values)
+        if one is not None:
+            t, v = one
+            with self._lock:
+                by_labels = self._series.get(name)
+                series = None if by_labels is None else by_labels.get(key)
+                if series is not None and series.end > series.start:
+                    # Fast path for scrape-style single samples of a known series.
+                    newest_t = float(series.ts[series.end - 1])
+                    if t <= newest_t:
+                        if t == newest_t and _float_bits(v) == _float_bits(float(series.vals[series.end - 1])):
+                            return _ONE_DUPLICATE
+                        return _ONE_OUT_OF_ORDER
+                    series.append_one(t, v, self.retention)
+                    self._version += 1
+                    return _ONE_ACCEPTED
+        ts, vals = _as_samples(timestamps, values)
+        if len(ts) == 0:
+            return AppendResult()
+        with self._lock:
+            by_labels = self._series.get(name)
+            series = None if by_labels is None else by_labels.get(key)
+            newest = None if series is None else series.newest()
+            if len(ts) == 1 and series is not None and newest is not None:
+                # Fast path for scrape-style single samples.
+                t = float(ts[0])
+                if t <= newest[0]:
+                    if t == newest[0] and _float_bits(float(vals[0])) == _float_bits(float(newest[1])):
+                        return AppendResult(duplicates=1)
+                    return AppendResult(out_of_order=1)
+                series.extend(ts, vals, self.retention)
+                self._version += 1
+                return AppendResult(accepted=1)
+            accepted, n_dup, n_ooo = _classify(ts, vals, newest)
+            n_acc = int(accepted.sum())
+            if n_acc:
+                self._version += 1
+                if series is None:
+                    series = self._new_series(name, key)
+                if n_acc == len(ts):
+                    series.extend(ts, vals, self.retention)
+                else:
+                    series.extend(ts[accepted], vals[accepted], self.retention)
+        return AppendResult(accepted=n_acc, out_of_order=n_ooo, duplicates=n_dup)
+
+    def _new_series(self, name: str, key: Labels) -> _Series:
+        series = _Series(_token(name, key))
+        self._series.setdefault(name, {})[key] = series
+        self._flat[series.token] = series
+        return series
+
+    def append_refs(self, batch: RefBatch, start: int = 0) -> tuple[int, int]:
+        """Append series ``start, start + 1, ...`` of `batch`, one lock per few thousand series.
+
+        Goes on while every sample of a series is newer than the series' newest stored
+        sample and the series' samples strictly increase (what `append` stores whole);
+        stops *before* the first series that is not, leaving it untouched. Returns
+        ``(stopped_at, accepted)``: ``stopped_at == len(batch)`` when every series was
+        appended; otherwise the caller gives series ``stopped_at`` to `append` (which sorts
+        out duplicates and out-of-order samples) and resumes after it. The store then holds
+        exactly what series-by-series `append` calls would have left (same buffers).
+        """
+        refs, b, tl, vl = batch.refs, batch.bounds, batch._t, batch._v
+        increasing = batch._increasing
+        flat = self._flat
+        retention = self.retention
+        n = len(refs)
+        k = start
+        accepted = 0
+        while k < n:
+            chunk_end = min(n, k + _LOCK_CHUNK)
+            with self._lock:
+                self._version += 1
+                while k < chunk_end:
+                    i0 = b[k]
+                    i1 = b[k + 1]
+                    if i1 == i0:
+                        k += 1
+                        continue
+                    ref = refs[k]
+                    s = flat.get(ref[2])
+                    if s is not None and i1 - i0 == 1:
+                        # One sample for a known series (a scrape's sample): no numpy arrays.
+                        t = tl[i0]
+                        e = s.end
+                        if e > s.start and t <= s.ts[e - 1]:
+                            return k, accepted
+                        if e < s.ts.shape[0]:
+                            v = vl[i0]
+                            if e > s.start and v < s.last_v:
+                                s.last_drop = t
+                            s.ts[e] = t
+                            s.vals[e] = v
+                            s.end = e + 1
+                            s.last_v = v
+                            if v == v or _float_bits(v) != STALE_NAN_BITS:
+                                s.newest_real = t
+                            else:
+                                s.last_stale = t
+                            accepted += 1
+                            k += 1
+                            continue
+                    if i1 - i0 > 1 and not increasing[i0 : i1 - 1].all():
+                        return k, accepted
+                    seg_t = batch.timestamps[i0:i1]
+                    if s is None:
+                        s = self._new_series(ref[0], ref[1])
+                    elif s.end > s.start and tl[i0] <= s.ts[s.end - 1]:
+                        return k, accepted
+                    s.extend(seg_t, batch.values[i0:i1], retention)
+                    accepted += i1 - i0
+                    k += 1
+        return k, accepted
+
+    def select(
+        self, name: str, matchers: Sequence[Matcher] = ()
+    ) -> list[tuple[Labels, np.ndarray, np.ndarray]]:
+        """Series of `name` whose labels satisfy every matcher (`detector.spec.matchers`: absent label = ''), sorted by labels.
+
+        Returns ``(labels, timestamps, values)`` with read-only arrays that later writes never change.
+        """
+        out: list[tuple[Labels, np.ndarray, np.ndarray]] = []
+        with self._lock:
+            by_labels = self._series.get(name, {})
+            for labels, series in by_labels.items():
+                if len(series) == 0:
+                    continue
+                if matches(dict(labels), matchers):
+                    ts, vals = series.views()
+                    out.append((labels, ts, vals))
+        out.sort(key=lambda item: item[0])
+        return out
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever stored samples change (appends, retention): equal
+        versions mean `select` would return the same data."""
+        return self._version
+
+    def select_views(self, name: str, matchers: Sequence[Matcher] = ()) -> tuple[int, list[SeriesView]]:
+        """`select` with what the store knows about each series, and the `version` of the store
+        these views were taken at (one lock)."""
+        out: list[SeriesView] = []
+        with self._lock:
+            version = self._version
+            for labels, series in self._series.get(name, {}).items():
+                if len(series) == 0:
+                    continue
+                if matches(dict(labels), matchers):
+                    ts, vals = series.views()
+                    out.append(
+                        SeriesView(labels, ts, vals, series.last_drop, series.last_stale, series.buffer_id, series.start)
+                    )
+        out.sort(key=lambda item: item[0])
+        return version, out
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(n for n, s in self._series.items() if s)
+
+    def newest_timestamp(self, name: str | None = None) -> float | None:
+        """Newest timestamp of a real sample (stale markers excluded) of `name`, or of any series."""
+        with self._lock:
+            groups = self._series.values() if name is None else [self._series.get(name, {})]
+            newest = [s.newest_real for g in groups for s in g.values() if s.newest_real is not None]
+        return max(newest) if newest else None
+
+    def oldest_timestamp(self, name: str | None = None) -> float | None:
+        """Oldest stored timestamp (any sample) of `name`, or of any series."""
+        with self._lock:
+            groups = self._series.values() if name is None else [self._series.get(name, {})]
+            oldest = [float(s.ts[s.start]) for g in groups for s in g.values() if len(s)]
+        return min(oldest) if oldest else None
+
+    def series_count(self) -> int:
+        with self._lock:
+            return sum(len(g) for g in self._series.values())
+
+    def sample_count(self) -> int:
+        with self._lock:
+            return sum(len(s) for g in self._series.values() for s in g.values())
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the sample buffers plus a rough per-series overhead."""
+        with self._lock:
+            total = 0
+            for g in self._series.values():
+                for s in g.values():
+                    total += s.ts.nbytes + s.vals.nbytes + _SERIES_OVERHEAD_BYTES
+            return total
+
+    def enforce_retention(self, now: float) -> int:
+        """Drop samples older than ``now - retention``; returns how many were dropped."""
+        if self.retention is None:
+            return 0
+        cutoff = float(now) - self.retention
+        dropped = 0
+        with self._lock:
+            self._version += 1
+            for name in list(self._series):
+                group = self._series[name]
+                for labels in list(group):
+                    series = group[labels]
+                    dropped += series.drop_before(cutoff)
+                    if len(series) == 0:
+                        del group[labels]
+                        self._flat.pop(series.token, None)
+                    elif series.start > len(series):
+                        # Mostly dead buffer: copy the live part into a right-sized one.
+                        live = len(series)
+                        cap = max(_MIN_CAPACITY, 2 * live)
+                        new_ts = np.empty(cap, dtype=np.float64)
+                        new_vals = np.empty(cap, dtype=np.float64)
+                        new_ts[:live] = series.ts[series.start : series.end]
+                        new_vals[:live] = series.vals[series.start : series.end]
+                        series.ts, series.vals, series.start, series.end = new_ts, new_vals, 0, live
+                        series.buffer_id = object()
+                if not group:
+                    del self._series[name]
+        return dropped
