@@ -447,7 +447,7 @@ def decode_fast(raw: bytes, cache: SeriesCache) -> DecodedRequest | None:
     omitted). Returns None for anything else, and for anything `decode_reference` would
     refuse: the caller then runs `decode_reference`, whose result (or error) is the answer.
     When not None, the result holds the same series, labels, timestamps and value bits as
-    `decode_reference` (tests/test_perf_equivalence_ingest.py).
+    `decode_reference` (tests/equivalence/test_perf_equivalence_ingest.py).
     """
     try:
         entries = raw_write_request().FromString(raw).timeseries

@@ -29,7 +29,7 @@ from detector.service.auth import (
 from detector.service.config import ConfigError, load_config
 from tests._procs import wait_until
 from tests.conftest import start_csf_server
-from tests.test_faults import fast_config, metric, small_pack
+from tests.integration.test_faults import fast_config, metric, small_pack
 
 TOKEN = "tok-9Qe7ZrLm2XvB4nHs8KdW"
 """Distinctive, so that grepping logs and responses for it is meaningful."""

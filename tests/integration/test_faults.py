@@ -653,7 +653,7 @@ def test_alertmanager_outage_in_push_mode_loses_no_resolve_and_no_evaluation(
     """Push mode, service level: Alertmanager stops while an alert resolves; evaluations go on,
     failed pushes are counted, and the resolve reaches Alertmanager once it is back."""
     from rules.generate import SOURCE_DOWN
-    from tests.test_alertmanager import _Alertmanager, _Webhook
+    from tests.integration.test_alertmanager import _Alertmanager, _Webhook
 
     hook = _Webhook()
     (tmp_path / "am").mkdir()

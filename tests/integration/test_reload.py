@@ -19,7 +19,7 @@ from detector.service.state import StateStore
 from exporters.collector import ServiceMetrics
 from tests._procs import wait_until
 from tests.conftest import ServerProcess, start_csf_server
-from tests.test_faults import EXPECTED_BINDING, SCENARIO, metric, small_pack, successes
+from tests.integration.test_faults import EXPECTED_BINDING, SCENARIO, metric, small_pack, successes
 
 
 def _config_doc(packs: dict[str, Path], **top: Any) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from detector.source.native import NativeSource
 from detector.source.store import SampleStore
 from detector.spec.load import default_pack
 from tests.conftest import in_ci, make_evaluation, make_result
-from tests.test_status_page import png_info
+from tests.integration.test_status_page import png_info
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ORIGIN = 1_780_000_000.0 - (1_780_000_000.0 % 3600)
 HOUR = 3600.0
 

@@ -1,7 +1,7 @@
 """`csf serve --shard i/n` (CSF_SHARD, `shard:`): each pipeline is evaluated by exactly one shard.
 
 The end-to-end counterpart (two real shards scraped by a real Prometheus, each pipeline
-published by exactly its owner) is in tests/test_dashboard_live.py.
+published by exactly its owner) is in tests/integration/test_dashboard_live.py.
 """
 
 from __future__ import annotations

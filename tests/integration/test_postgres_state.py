@@ -432,7 +432,7 @@ def test_state_urls_parse_and_redact(tmp_path: Path) -> None:
 def test_csf_serve_records_to_postgres_and_never_shows_the_password(
     pg: PostgresServer, db: str, tmp_path: Path
 ) -> None:
-    from tests.test_faults import fast_config
+    from tests.integration.test_faults import fast_config
 
     config = fast_config(tmp_path)
     server = start_csf_server(tmp_path, "--config", str(config), env={"CSF_STATE_URL": db})

@@ -1033,7 +1033,7 @@ def test_atheris_harness_runs_clean(harness: str, tmp_path: Path) -> None:
         import atheris  # noqa: F401
     except ImportError:
         pytest.skip("atheris is not installed (pip install atheris)")
-    script = Path(__file__).resolve().parent / "fuzz" / f"{harness}.py"
+    script = Path(__file__).resolve().parent / f"{harness}.py"
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     proc = subprocess.run(

@@ -28,7 +28,7 @@ from tests.conftest import start_csf_server
 
 pytestmark = pytest.mark.slow
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 DAYS = 2.5
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from detector.source.promql import compile_promql
 from detector.spec.load import load_pack_text
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "packs.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "packs.md"
 
 
 def _example() -> str:

@@ -9,7 +9,7 @@ checked by their own tools (promtool, amtool) when installed.
 
 Two files are derived: ``deploy/k8s/prometheusrule.yaml`` (from rules/generated/) and
 ``deploy/k8s/configmap.yaml`` (csf config + the built-in pack). Regenerate them with
-``CSF_UPDATE_DEPLOY=1 .venv/bin/pytest tests/test_deploy.py``.
+``CSF_UPDATE_DEPLOY=1 .venv/bin/pytest tests/golden/test_deploy.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from detector.service.config import DEFAULT_PORT, load_config
 from rules.generate import DEFAULT_JOB
 from tests.conftest import require_binary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 IMAGE = f"csf:{__version__}"
@@ -106,7 +106,7 @@ def render_prometheus_rule() -> str:
     }
     return (
         "# generated from rules/generated/ (alerting + recording rules), do not edit.\n"
-        "# Regenerate: CSF_UPDATE_DEPLOY=1 .venv/bin/pytest tests/test_deploy.py\n"
+        "# Regenerate: CSF_UPDATE_DEPLOY=1 .venv/bin/pytest tests/golden/test_deploy.py\n"
         "# Add the label your Prometheus selects rules by (e.g. release: kube-prometheus-stack).\n"
         + dump(doc)
     )
@@ -122,7 +122,7 @@ def render_configmap() -> str:
     }
     return (
         "# csf config and pack (here: the built-in pack, verbatim; replace it with yours).\n"
-        "# Regenerate: CSF_UPDATE_DEPLOY=1 .venv/bin/pytest tests/test_deploy.py\n" + dump(doc)
+        "# Regenerate: CSF_UPDATE_DEPLOY=1 .venv/bin/pytest tests/golden/test_deploy.py\n" + dump(doc)
     )
 
 
@@ -135,7 +135,7 @@ def test_derived_manifests_are_current(name: str, render: Any) -> None:
     if UPDATE:
         path.write_text(text, encoding="utf-8")
     assert path.read_text(encoding="utf-8") == text, (
-        f"deploy/k8s/{name} is stale: CSF_UPDATE_DEPLOY=1 .venv/bin/pytest tests/test_deploy.py"
+        f"deploy/k8s/{name} is stale: CSF_UPDATE_DEPLOY=1 .venv/bin/pytest tests/golden/test_deploy.py"
     )
 
 

@@ -22,7 +22,7 @@ from detector.evidence.results import CausalEvidence, Pressure, TestResult
 from exporters.status_page import render_status_page
 from tests.conftest import ServerProcess, make_evaluation, make_result, require_binary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 WINDOW = (1400, 1800)
 CHROMIUM_TIMEOUT = 90.0
@@ -182,7 +182,7 @@ def test_a_hysteresis_hold_shows_as_a_hold_not_a_red_binding():
     """After the fix, the binding is held until its pressure stays low for exit_after
     evaluations: the page says so instead of a red 'binding' banner with decision 'stop'."""
     from detector.decision.decide import HysteresisState, decide
-    from tests.test_decision import META, _evidence, _pack
+    from tests.unit.test_decision import META, _evidence, _pack
 
     pack = _pack(enter=1, exit_=6)
     state = HysteresisState()

@@ -13,7 +13,7 @@ from detector.spec.load import BUILTIN_PACKS, builtin_pack, default_pack
 from exporters.grafana import build_dashboard, panel_queries, render
 from tests._procs import require_binary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "deploy/grafana/dashboards/csf-microlearning-video.json"
 
 

@@ -41,7 +41,7 @@ from rules.generate import DEFAULT_RUNBOOK_BASE_URL, generate_rules
 from tests._procs import free_port, require_binary
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "deploy" / "runbooks"
 PIPE = "video"
 T0 = 1_800_000_000.0

@@ -73,7 +73,7 @@ from tests.conftest import (
     start_csf_server,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = REPO / "deploy" / "runbooks"
 BASE_URL = "https://runbooks.test/csf/"
 SPEED = 1800.0

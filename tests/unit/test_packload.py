@@ -39,7 +39,7 @@ from detector.spec.pack import (
 )
 from detector.spec.signals import Signal
 
-DATA = Path(__file__).parent / "data" / "packs"
+DATA = Path(__file__).parents[1] / "data" / "packs"
 BAD = sorted(DATA.glob("bad_*.yaml"))
 
 HEADER = 'apiVersion: csf/v1\nkind: ConstraintPack\nmetadata: {name: t, version: "1"}\n'

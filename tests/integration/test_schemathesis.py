@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_fuzz import (
+from tests.fuzz.test_fuzz import (
     OTLP_JSON,
     OTLP_PB,
     RW_BODY,

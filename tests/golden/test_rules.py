@@ -23,7 +23,7 @@ from rules.generate import (
 )
 from tests._procs import require_binary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "rules" / "generated"
 RULE_TESTS = ROOT / "rules" / "tests"
 RUNBOOKS = ROOT / "deploy" / "runbooks"

@@ -53,7 +53,7 @@ def test_the_pack_validates_and_is_built_in(capsys: pytest.CaptureFixture[str]) 
     assert main(["pack", "show", "--pack", "web-shop"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("# Built-in pack: an ordinary web shop.")
-    path = Path(__file__).resolve().parents[1] / "detector" / "spec" / "packs" / "web-shop.yaml"
+    path = Path(__file__).resolve().parents[2] / "detector" / "spec" / "packs" / "web-shop.yaml"
     assert main(["pack", "validate", str(path)]) == 0
     assert main(["pack", "show", "--pack", "web-shp"]) == 2
     assert "did you mean 'web-shop'?" in capsys.readouterr().err

@@ -57,7 +57,7 @@ def test_the_needs_binary_marker_and_the_binary_fixture_are_enforced(
     import sys
     from pathlib import Path
 
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     monkeypatch.setattr(sys, "path", [root, *sys.path])
     monkeypatch.delenv("CI", raising=False)
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, skipped=2)
