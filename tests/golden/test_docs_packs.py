@@ -31,9 +31,9 @@ def test_the_complete_example_validates_and_compiles() -> None:
 
 
 def test_every_tabled_constraint_field_is_a_pack_field() -> None:
-    from detector.spec.load import _CONSTRAINT_KEYS
+    from detector.spec.load_constraint import CONSTRAINT_KEYS
 
     text = DOC.read_text(encoding="utf-8")
     section = text.split("## Constraints", 1)[1].split("### Guards", 1)[0]
     tabled = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
-    assert set(tabled) == set(_CONSTRAINT_KEYS)
+    assert set(tabled) == set(CONSTRAINT_KEYS)
