@@ -136,7 +136,7 @@ def test_empty_file_means_defaults(tmp_path):
         ("evaluation_interval: soon\n", "csf.yaml:1:22: evaluation_interval: invalid duration 'soon'"),
         ("evaluation_interval: 0s\n", "csf.yaml:1:22: evaluation_interval: must be a positive duration"),
         ("log_level: loud\n", "csf.yaml:1:12: log_level: must be one of debug, info, warning, error"),
-        ("- 1\n", "csf.yaml:1:1: <top level>: must be a mapping"),
+        ("- 1\n", "csf.yaml:1:1: expected a mapping, got a list"),
         ("pipelines: []\n", "csf.yaml:1:12: pipelines: must be a non-empty list"),
         ("pipelines:\n  - pack: x.yaml\n", "csf.yaml:2:5: pipelines[0].name: missing"),
         (
@@ -275,3 +275,52 @@ def test_prometheus_replay_settings(tmp_path):
         with _pytest.raises(ConfigError) as exc:
             load_config(cfg, {}, {})
         assert where in str(exc.value) and ":6:" in str(exc.value), str(exc.value)
+
+
+def test_every_file_problem_is_reported_at_once_in_the_words_of_pack_errors(tmp_path):
+    """One run lists every problem of the file, by line, worded like a pack's (one YAML reader)."""
+    cfg = _write(
+        tmp_path / "csf.yaml",
+        """
+        prot: 9466
+        log_level: loud
+        pipelines:
+          - name: a
+            source: {type: simulator, sped: 2, seed: -1}
+          - name: a
+          - pack: x.yaml
+        port: 1
+        port: 2
+        alertmanager: {url: 'ftp://am', timeout: never}
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, {}, {})
+    problems = [p.removeprefix(f"{cfg}:") for p in info.value.problems]
+    assert problems == [
+        "1:1: prot: unknown key 'prot' (did you mean 'port'?); allowed keys: host, port, data_dir, "
+        "evaluation_interval, log_level, pipelines, shard, max_body_bytes, state, auth, alertmanager",
+        "2:12: log_level: must be one of debug, info, warning, error",
+        "5:31: pipelines[0].source.sped: unknown key 'sped' (did you mean 'speed'?); "
+        "allowed keys: type, scenario, seed, speed, interval",
+        "5:46: pipelines[0].source.seed: must be between 0 and 9223372036854775807",
+        "6:11: pipelines[1].name: duplicate pipeline name 'a' (also pipelines[0])",
+        "7:5: pipelines[2].name: missing",
+        "9:1: port: duplicate key 'port' (first at line 8)",
+        "10:21: alertmanager.url: must be an http:// or https:// URL with a host",
+        "10:42: alertmanager.timeout: invalid duration 'never': use a number of seconds or units "
+        "ms, s, m, h, d, w, y",
+    ]
+    assert str(info.value) == "\n".join(info.value.problems)
+
+
+def test_environment_flag_and_pack_problems_are_reported_together(tmp_path):
+    bad_pack = _write(tmp_path / "bad.yaml", "apiVersion: csf/v1\nkind: ConstraintPack\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, {"CSF_PORT": "abc", "CSF_SCENARIO": "nope"}, {"log_level": "loud", "pack": str(bad_pack)})
+    problems = info.value.problems
+    assert problems[0] == "environment variable CSF_PORT='abc': must be an integer"
+    assert problems[1] == "--log-level 'loud': must be one of debug, info, warning, error"
+    assert problems[2].startswith(f"--pack '{bad_pack}': invalid pack: {bad_pack}:1:1: ")
+    assert "constraints: missing required field 'constraints'" in problems[2]
+    assert len(problems) == 3  # the pack is invalid: its pipeline's scenario is not judged on top of it
