@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -594,72 +592,6 @@ def generate_rules(
     return dict(sorted(files.items()))
 
 
-def _load_pack(path: str | None) -> Pack:
-    from detector.spec import load as packload
-
-    return packload.resolve_pack(path)
-
-
-def generate_cli(args: Any) -> int:
-    """`csf rules generate`: write the rule files for a pack into `args.output_dir`."""
-    from detector.spec.load import PackError
-
-    try:
-        pack = _load_pack(getattr(args, "pack", None))
-    except PackError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"csf rules generate: cannot read pack: {exc}", file=sys.stderr)
-        return 2
-    interval = getattr(args, "evaluation_interval", None)
-    try:
-        files = generate_rules(
-            pack,
-            runbook_base_url=getattr(args, "runbook_base_url", None),
-            job=getattr(args, "job", None) or DEFAULT_JOB,
-            evaluation_interval=_interval_seconds(interval),
-            sample_interval=_interval_seconds(getattr(args, "sample_interval", None)),
-        )
-    except ValueError as exc:
-        print(f"csf rules generate: {exc}", file=sys.stderr)
-        return 2
-    out = Path(getattr(args, "output_dir", None) or "rules/generated")
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
-        print(out / name)
-    _check_runbooks(pack, args)
-    return 0
-
-
-def _check_runbooks(pack: Pack, args: Any) -> None:
-    """Write runbook skeletons when asked; warn about every constraint whose alert links nothing."""
-    from rules.runbooks import missing_runbooks, runbook_file, write_skeletons
-
-    skeletons = getattr(args, "runbook_skeletons", None)
-    runbook_dir = Path(skeletons or getattr(args, "runbook_dir", None) or "deploy/runbooks")
-    if skeletons:
-        for path in write_skeletons(pack, runbook_dir):
-            print(f"{path} (runbook skeleton: complete its TODOs)")
-    for c in missing_runbooks(pack, runbook_dir):
-        print(
-            f"csf rules generate: warning: no runbook for constraint {c.name!r}: its alerts link "
-            f"{runbook_file(c)} but {runbook_dir / (runbook_file(c) or '')} does not exist; "
-            f"write it, set `runbook:` on the constraint, or run with --runbook-skeletons {runbook_dir}",
-            file=sys.stderr,
-        )
-
-
-def _interval_seconds(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    from detector.timefmt import parse_duration
-
-    return parse_duration(value)
-
-
 __all__ = [
     "ALERT_KINDS",
     "BINDING",
@@ -677,7 +609,6 @@ __all__ = [
     "alert_groups",
     "alert_runbook_url",
     "constraint_runbook_url",
-    "generate_cli",
     "generate_rules",
     "meta_constraint_name",
     "recording_rules",

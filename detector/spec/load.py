@@ -110,8 +110,7 @@ __all__ = [
     "default_pack_path",
     "load_pack",
     "load_pack_text",
-    "show_cli",
-    "validate_cli",
+    "builtin_pack_text",
 ]
 
 
@@ -370,24 +369,6 @@ def default_pack() -> Pack:
     return load_pack_text(text, source=str(default_pack_path()))
 
 
-def validate_cli(paths: list[str]) -> int:
-    """`csf pack validate FILE...`: 0 when every file is a valid pack, 1 otherwise."""
-    ok = True
-    for path in paths:
-        try:
-            pack = load_pack(path)
-        except PackError as exc:
-            ok = False
-            for issue in exc.issues:
-                print(issue, file=sys.stderr)
-        except OSError as exc:
-            ok = False
-            print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        else:
-            print(f"{path}: ok ({len(pack.constraints)} constraints)")
-    return 0 if ok else 1
-
-
 BUILTIN_PACKS: dict[str, str] = {"microlearning-video": "default.yaml", "web-shop": "web-shop.yaml"}
 """Built-in packs by name (the file under detector/spec/packs/); ``default`` is the video pack."""
 
@@ -418,13 +399,6 @@ def resolve_pack(ref: str | None) -> Pack:
     return load_pack(ref)
 
 
-def show_cli(name: str | None = None) -> int:
-    """`csf pack show [--pack NAME]`: print a built-in pack's YAML, comments included."""
-    try:
-        res = _builtin_resource(name or "default")
-    except PackError as exc:
-        for issue in exc.issues:
-            print(f"csf pack show: {issue.message}", file=sys.stderr)
-        return 2
-    sys.stdout.write(res.read_text(encoding="utf-8"))
-    return 0
+def builtin_pack_text(name: str) -> str:
+    """A built-in pack's YAML as shipped, comments included (`PackError` for an unknown name)."""
+    return str(_builtin_resource(name).read_text(encoding="utf-8"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import subprocess
@@ -13,12 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
+from detector.cli import main
 from detector.source.promql import compile_promql
 from detector.spec.load import BUILTIN_PACKS, builtin_pack, default_pack
 from rules.generate import (
     ALERT_KINDS,
     DEFAULT_RUNBOOK_BASE_URL,
-    generate_cli,
     generate_rules,
 )
 from tests._procs import require_binary
@@ -79,8 +78,7 @@ def test_generation_is_deterministic_and_stamped(files: dict[str, str]) -> None:
 
 
 def test_cli_writes_the_same_files(tmp_path: Path, files: dict[str, str]) -> None:
-    args = argparse.Namespace(pack=None, output_dir=str(tmp_path / "out"), runbook_base_url=None)
-    assert generate_cli(args) == 0
+    assert main(["rules", "generate", "--output-dir", str(tmp_path / "out")]) == 0
     written = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "out").iterdir()}
     assert written == files
 
@@ -88,13 +86,10 @@ def test_cli_writes_the_same_files(tmp_path: Path, files: dict[str, str]) -> Non
 def test_cli_reports_a_bad_pack(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: csf/v1\nkind: ConstraintPack\nnonsense: 1\n", encoding="utf-8")
-    args = argparse.Namespace(pack=str(bad), output_dir=str(tmp_path / "out"), runbook_base_url=None)
-    assert generate_cli(args) == 2
+    assert main(["rules", "generate", "--pack", str(bad), "--output-dir", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
-    missing = argparse.Namespace(
-        pack=str(tmp_path / "nope.yaml"), output_dir=str(tmp_path / "o2"), runbook_base_url=None
-    )
-    assert generate_cli(missing) == 2
+    missing = ["rules", "generate", "--pack", str(tmp_path / "nope.yaml"), "--output-dir", str(tmp_path / "o2")]
+    assert main(missing) == 2
 
 
 # --------------------------------------------------------------------------- structure
@@ -195,15 +190,7 @@ def test_recording_rules_widen_windows_for_the_sample_interval(tmp_path: Path) -
         generate_rules(default_pack(), sample_interval=0.0)
     # the CLI flag, and promtool accepts the result
     (tmp_path / "out").mkdir()
-    args = argparse.Namespace(
-        pack=None,
-        output_dir=str(tmp_path / "out"),
-        runbook_base_url=None,
-        job=None,
-        evaluation_interval=None,
-        sample_interval="5m",
-    )
-    assert generate_cli(args) == 0
+    assert main(["rules", "generate", "--output-dir", str(tmp_path / "out"), "--sample-interval", "5m"]) == 0
     text = (tmp_path / "out" / name).read_text()
     assert "[20m]" in text and "[5m]" not in text
     res = subprocess.run(

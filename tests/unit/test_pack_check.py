@@ -90,9 +90,9 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_no_command_takes_an_abbreviated_option(capsys: pytest.CaptureFixture[str]) -> None:
     """`--output x.json` was once taken as `--output-dir`; prefixes are refused everywhere."""
-    from detector.cli import _build_parser
+    from detector.cli import build_parser
 
-    parser = _build_parser()
+    parser = build_parser()
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(["dashboards", "generate", "--output", "x.json"])
     assert exc.value.code == 2

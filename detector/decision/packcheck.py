@@ -1,4 +1,5 @@
-"""`csf pack check`: a pack against real data, before waiting hours for verdicts.
+"""Pack check: a pack against real data, before waiting hours for verdicts (`csf pack check`,
+whose arguments `detector.cli.pack` reads).
 
 For every constraint and every signal it reads (signal, outcome, inputs, guard shares,
 the organisation's DAU), against the real source at one instant:
@@ -284,67 +285,6 @@ def render_table(check: PackCheck, out: TextIO) -> None:
     out.write(f"\n{verdict}\n")
 
 
-def pack_check_cli(args: Any, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """`csf pack check`: exit 0 when every constraint can be judged, 1 when not, 2 on bad input."""
-    out = out if out is not None else sys.stdout
-    err = err if err is not None else sys.stderr
-    from detector.source.native import NativeSource
-    from detector.source.openmetrics import OpenMetricsError, load_openmetrics
-    from detector.source.store import SampleStore
-    from detector.spec.load import PackError, resolve_pack
-
-    if bool(args.input) == bool(args.prometheus_url):
-        err.write("csf pack check: give exactly one of --input FILE or --prometheus-url URL\n")
-        return 2
-    try:
-        pack = resolve_pack(args.pack)
-    except PackError as exc:
-        err.write(f"csf pack check: invalid pack:\n{exc}\n")
-        return 2
-    except OSError as exc:
-        err.write(f"csf pack check: cannot read pack: {exc}\n")
-        return 2
-    try:
-        if args.lookback:
-            pack = replace(pack, windows=replace(pack.windows, lookback=parse_duration(args.lookback)))
-        at = parse_time(args.time) if args.time else None
-    except ValueError as exc:
-        err.write(f"csf pack check: {exc}\n")
-        return 2
-    source: Source
-    if args.input:
-        store = SampleStore(retention=None)
-        try:
-            load_openmetrics(args.input, store)
-        except (OSError, OpenMetricsError) as exc:
-            err.write(f"csf pack check: {args.input}: {exc}\n")
-            return 2
-        newest = store.newest_timestamp()
-        if newest is None:
-            err.write(f"csf pack check: {args.input}: no samples\n")
-            return 2
-        source = NativeSource(store, name=f"file {args.input}")
-        now = at if at is not None else newest
-    else:
-        import time
-
-        from detector.source.prometheus_api import PrometheusSource
-
-        try:
-            source = PrometheusSource(args.prometheus_url, name=f"prometheus {args.prometheus_url}")
-        except ValueError as exc:
-            err.write(f"csf pack check: {exc}\n")
-            return 2
-        now = at if at is not None else time.time()
-    check = check_pack(pack, source, now)
-    if args.format == "json":
-        json.dump(check.to_dict(), out, indent=1)
-        out.write("\n")
-    else:
-        render_table(check, out)
-    return 0 if check.ok else 1
-
-
 __all__ = [
     "ConstraintCheck",
     "PackCheck",
@@ -352,5 +292,4 @@ __all__ = [
     "SignalCheck",
     "check_pack",
     "check_signal",
-    "pack_check_cli",
 ]
