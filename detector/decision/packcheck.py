@@ -21,11 +21,9 @@ cannot (a Prometheus that does not answer makes every constraint `source_unavail
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
@@ -37,7 +35,7 @@ from detector.evidence.results import EMPTY_META, Diagnosis
 from detector.source.frame import SeriesSurvey, Source, SourceError, describe_selector, effective_range
 from detector.spec.pack import Constraint, Pack, ProtocolFloorGuard
 from detector.spec.signals import Signal
-from detector.timefmt import format_duration, format_time, parse_duration, parse_time
+from detector.timefmt import format_duration, format_time
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
