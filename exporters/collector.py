@@ -1,14 +1,11 @@
 """Publish evaluations as Prometheus metrics (the published metric contract).
 
-Two owners, both on an injected `CollectorRegistry` (never the global one):
-
-* `EvaluationCollector` renders the latest `Evaluation` of every pipeline at scrape
-  time: build info, binding constraint, one-hot states and decisions, pressure,
-  causal tests, economics, meta figures, source status. Every constraint of the pack
-  is emitted on every scrape (zeros included); an unknown value is NaN, never a
-  made-up number.
-* `ServiceMetrics` owns what accumulates across evaluations: the duration histogram
-  and the evaluation, binding-change and state-write-error counters.
+`EvaluationCollector`, registered on an injected `CollectorRegistry` (never the global
+one), renders the latest `Evaluation` of every pipeline at scrape time: build info,
+binding constraint, one-hot states and decisions, pressure, causal tests, economics,
+meta figures, source status. Every constraint of the pack is emitted on every scrape
+(zeros included); an unknown value is NaN, never a made-up number. What accumulates
+across evaluations (durations, counters) is owned by `exporters.selfmetrics.ServiceMetrics`.
 
 Before a pipeline's first evaluation the collector publishes only
 ``csf_build_info`` and ``csf_source_up`` for it: there is nothing to say about its
@@ -23,7 +20,6 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -32,23 +28,6 @@ from detector.evidence.results import DIAGNOSIS_REASONS, TEST_NAMES, ConstraintR
 from detector.spec.pack import DECISIONS, OBSERVABILITY, STATES, Pack
 
 NAN = float("nan")
-
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-)
-"""Seconds; an evaluation reads a 7 d panel per constraint, typically 0.05-10 s."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +52,12 @@ class _Families:
     """The gauge families of one scrape, created in a fixed order."""
 
     def __init__(self) -> None:
+        self._add_judgement_families()
+        self._add_evidence_families()
+        self._add_meta_families()
+
+    def _add_judgement_families(self) -> None:
+        """Build info, binding, states, decisions and the constraint figures (in this order)."""
         g = GaugeMetricFamily
         pc = ["pipeline", "constraint"]
         self.build_info = g(
@@ -103,6 +88,11 @@ class _Families:
         self.target = g(
             "csf_constraint_target", "Target of the constraint's signal (NaN unknown).", labels=pc
         )
+
+    def _add_evidence_families(self) -> None:
+        """Causal tests, economics, missing inputs, diagnoses and signal windows (in this order)."""
+        g = GaugeMetricFamily
+        pc = ["pipeline", "constraint"]
         self.tests_passed = g(
             "csf_constraint_causal_tests_passed",
             "Causal tests passed, 0..5 (NaN when not tested).",
@@ -157,6 +147,10 @@ class _Families:
             "Range window the signal or outcome was evaluated over (>= 4 sample intervals unless pinned).",
             labels=[*pc, "role"],
         )
+
+    def _add_meta_families(self) -> None:
+        """Per-pipeline figures: last evaluation, source status, cost of the evaluation."""
+        g = GaugeMetricFamily
         self.last = g(
             "csf_last_evaluation_timestamp_seconds",
             "Time of the latest evaluation (unix seconds).",
@@ -264,60 +258,4 @@ class EvaluationCollector(Collector):
         return render(self._snapshots(), self._version)
 
 
-class ServiceMetrics:
-    """The counters and histogram updated once per evaluation, registered on `registry`."""
-
-    def __init__(self, registry: CollectorRegistry, pipelines: Sequence[str] = ()) -> None:
-        self.registry = registry
-        self.duration = Histogram(
-            "csf_evaluation_duration_seconds",
-            "Wall time of one evaluation.",
-            ["pipeline"],
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.evaluations = Counter(
-            "csf_evaluations_total",
-            "Evaluations by outcome (success, error).",
-            ["pipeline", "outcome"],
-            registry=registry,
-        )
-        self.binding_changes = Counter(
-            "csf_binding_changes_total",
-            "Changes of the published binding constraint.",
-            ["pipeline"],
-            registry=registry,
-        )
-        self.state_write_errors = Counter(
-            "csf_state_write_errors_total",
-            "Evaluations that could not be written to the state database.",
-            ["pipeline"],
-            registry=registry,
-        )
-        for name in pipelines:
-            self.add_pipeline(name)
-
-    def add_pipeline(self, pipeline: str) -> None:
-        """Create the pipeline's series at zero, so rates exist before the first event."""
-        self.duration.labels(pipeline)
-        for outcome in ("success", "error"):
-            self.evaluations.labels(pipeline, outcome)
-        self.binding_changes.labels(pipeline)
-        self.state_write_errors.labels(pipeline)
-
-    def evaluated(self, pipeline: str, outcome: str, duration: float | None) -> None:
-        if outcome not in ("success", "error"):
-            raise ValueError(f"outcome must be success or error, got {outcome!r}")
-        self.evaluations.labels(pipeline, outcome).inc()
-        if duration is not None:
-            self.duration.labels(pipeline).observe(duration)
-
-    def binding_changed(self, pipeline: str, count: int = 1) -> None:
-        if count > 0:
-            self.binding_changes.labels(pipeline).inc(count)
-
-    def state_write_failed(self, pipeline: str) -> None:
-        self.state_write_errors.labels(pipeline).inc()
-
-
-__all__ = ["DURATION_BUCKETS", "EvaluationCollector", "PipelineSnapshot", "ServiceMetrics", "render"]
+__all__ = ["EvaluationCollector", "PipelineSnapshot", "render"]

@@ -26,6 +26,10 @@ Bad query parameters answer 400 with ``{"error": ...}``. Nothing is built at imp
 With an auth token configured, every non-GET endpoint (and, with ``auth.protect_reads``,
 every endpoint but the probes) needs ``Authorization: Bearer <token>``; request bodies
 are limited to ``max_body_bytes`` (`detector.service.auth`, SECURITY.md).
+
+The endpoints live in `detector.service.routes_admin` (metrics, reload),
+`detector.service.routes_ingest` (push) and `detector.service.routes_api` (probes, read
+API, status page); `create_app` assembles them around one `Runner`.
 """
 
 from __future__ import annotations
@@ -40,29 +44,25 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+import uvicorn
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-from starlette.routing import Route
 
 from detector import __version__
-from detector.service.auth import AdminMetrics, SecurityMiddleware, SecurityPolicy, check_exposure
+from detector.service import routes_admin, routes_api
+from detector.service.auth import SecurityMiddleware, check_exposure
 from detector.service.config import ENV_VARS, Config, ConfigError, load_config
+from detector.service.reloader import ConfigReloader
+from detector.service.responses import bad_request
+from detector.service.routes_ingest import add_push_routes
 from detector.service.runner import Runner
-from detector.service.state import StateError, StateStore
-from detector.timefmt import format_time, parse_time
-from exporters.collector import EvaluationCollector, ServiceMetrics
-from exporters.status_page import render_status_page
-
-HISTORY_MAX_LIMIT = 10000
-HISTORY_DEFAULT_LIMIT = 1000
-STATUS_PAGE_HISTORY = 96
+from detector.service.state import StateStore
+from exporters.collector import EvaluationCollector
+from exporters.selfmetrics import ServiceMetrics
 
 log = logging.getLogger("csf.service")
 
@@ -130,94 +130,11 @@ def configure_logging(level: str, stream: Any = None) -> logging.Handler:
 # --------------------------------------------------------------------------- app
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
-
-
-_ERROR_DESCRIPTIONS = {
-    400: "Bad request: an invalid query parameter",
-    401: "Missing or invalid bearer token (when a token is configured)",
-    404: "Unknown pipeline",
-    409: "Reload is not available",
-    500: "The reload failed unexpectedly; the running configuration stays",
-    503: "Not available yet (no successful evaluation) or the state database is unavailable",
-}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the ``{"error": ...}`` answers an endpoint can give."""
-    schema = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
-    return {
-        code: {"description": _ERROR_DESCRIPTIONS[code], "content": {"application/json": {"schema": schema}}}
-        for code in codes
-    }
-
-
 def open_state(config: Config) -> StateStore:
     """The state store of `config`: ``state_url`` when set, else SQLite in ``data_dir``."""
     if config.state_url is not None:
         return StateStore(url=config.state_url)
     return StateStore(config.data_dir)
-
-
-PIPELINE_HEADER = "X-CSF-Pipeline"
-"""Header naming the target pipeline of a pushed request (alternative to ``?pipeline=``)."""
-PUSH_PATHS: tuple[str, ...] = ("/api/v1/write", "/v1/metrics")
-
-
-def select_push_pipeline(
-    pipelines: tuple[str, ...], push: tuple[str, ...], query: str | None, header: str | None
-) -> str | tuple[int, str]:
-    """The push pipeline a request targets, or (HTTP status, reason) (rules in the module doc)."""
-    if query is not None and header is not None and query != header:
-        return 400, f"the pipeline query parameter {query!r} and the {PIPELINE_HEADER} header {header!r} differ"
-    wanted = query if query is not None else header
-    if not push:
-        return 404, "no pipeline accepts pushed samples: configure a pipeline with source type 'push'"
-    if wanted is None:
-        if len(push) == 1:
-            return push[0]
-        return 400, (
-            f"several push pipelines ({', '.join(push)}): name one with ?pipeline=NAME "
-            f"or the {PIPELINE_HEADER} header"
-        )
-    if wanted in push:
-        return wanted
-    if wanted in pipelines:
-        return 404, f"pipeline {wanted!r} does not accept pushed samples (push pipelines: {', '.join(push)})"
-    return 404, f"unknown pipeline {wanted!r} (push pipelines: {', '.join(push)})"
-
-
-class _PushDispatch:
-    """ASGI endpoint of the push paths: forwards each request to its pipeline's receiver."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        request = Request(scope)
-        runner = self.runner
-        target = select_push_pipeline(
-            runner.names,
-            runner.push_pipelines,
-            request.query_params.get("pipeline"),
-            request.headers.get(PIPELINE_HEADER),
-        )
-        receiver = None
-        if isinstance(target, str):
-            try:
-                receiver = runner.handle(target).receiver
-            except KeyError:  # removed by a reload since it was selected
-                receiver = None
-        if receiver is None:
-            status, reason = target if isinstance(target, tuple) else (404, "pipeline was removed")
-            await _error(status, reason)(scope, receive, send)
-            return
-        await receiver.app(scope, receive, send)
-
-
-RESTART_ONLY: tuple[str, ...] = ("host", "port", "data_dir", "state_url")
-"""Settings a reload cannot change (the listener and the state database stay)."""
 
 
 def create_app(
@@ -243,237 +160,48 @@ def create_app(
     elif registry is not runner.metrics.registry:
         raise ValueError("registry must be the registry of the runner's metrics")
     registry.register(EvaluationCollector(runner.snapshots, version=__version__))
-    the_runner = runner
-    the_registry = registry
-    admin_metrics = AdminMetrics(registry)
-    policy = [_policy(config)]
-    current = [config]
-    reload_lock = threading.Lock()
-
-    def reload() -> tuple[int, dict[str, Any]]:
-        """Load, validate and apply a fresh configuration: (HTTP status, body)."""
-        with reload_lock:
-            if loader is None:
-                return 409, {"status": "error", "error": "reload is not available: no configuration source"}
-            old = current[0]
-            try:
-                new = loader()
-                check_exposure(new.host, new.auth_token is not None, insecure)
-                restart = [key for key in RESTART_ONLY if getattr(new, key) != getattr(old, key)]
-                effective = replace(new, **{key: getattr(old, key) for key in RESTART_ONLY})
-                result = the_runner.reload(effective)
-            except (ConfigError, ValueError) as exc:
-                admin_metrics.reloaded(False)
-                log.error(
-                    "configuration reload refused; the running configuration stays", extra={"error": str(exc)}
-                )
-                return 400, {"status": "error", "error": str(exc)}
-            except Exception as exc:
-                admin_metrics.reloaded(False)
-                log.exception("configuration reload failed; the running configuration stays")
-                return 500, {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
-            current[0] = effective
-            app.state.config = effective
-            policy[0] = _policy(effective)
-            logging.getLogger().setLevel(effective.log_level.upper())
-            admin_metrics.reloaded(True)
-            if restart:
-                log.warning(
-                    "settings that need a restart were not applied", extra={"settings": ",".join(restart)}
-                )
-            log.info(
-                "configuration reloaded",
-                extra={"config": effective.path or "-", "auth": effective.auth_token_origin or "none"},
-            )
-            return 200, {"status": "success", "pipelines": result.to_dict(), "restart_required": restart}
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if the_runner.state is not None and the_runner.state.open_error is not None:
-            log.error(
-                "state database unavailable; evaluations continue unrecorded",
-                extra={"error": str(the_runner.state.open_error)},
-            )
-        the_runner.start()
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(the_runner.stop)
+    admin_metrics = runner.metrics.admin()
 
     app = FastAPI(
         title="csf",
         version=__version__,
         description="Constraint-sequence detector: the one binding constraint of a platform, live.",
-        lifespan=lifespan,
+        lifespan=_lifespan(runner),
     )
-    app.state.runner = the_runner
-    app.state.registry = the_registry
-    app.state.reload = reload
+    reloader = ConfigReloader(app.state, runner, admin_metrics, config, loader=loader, insecure=insecure)
+    app.state.runner = runner
+    app.state.registry = registry
+    app.state.reload = reloader
     app.add_middleware(
         SecurityMiddleware,
-        policy=lambda: policy[0],
+        policy=lambda: reloader.policy,
         on_denied=lambda reason: admin_metrics.denied.labels(reason).inc(),
     )
     app.state.config = config
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "query")
-            problems.append(f"{where}: {err.get('msg', 'invalid')}")
-        return _error(400, "; ".join(problems) or "invalid request")
-
-    def _pipeline(name: str | None) -> str | JSONResponse:
-        if name is None:
-            return the_runner.names[0]
-        if name not in the_runner.names:
-            return _error(404, f"unknown pipeline {name!r}", pipelines=list(the_runner.names))
-        return name
-
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    def metrics_endpoint(request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(
-            content=encoder(the_registry), media_type=None, headers={"Content-Type": content_type}
-        )
-
-    @app.post(
-        "/-/reload",
-        summary="Reload the configuration and packs (needs the token when one is set)",
-        responses=_errors(400, 401, 409, 500),
-    )
-    def reload_endpoint() -> JSONResponse:
-        status_code, body = reload()
-        return JSONResponse(body, status_code=status_code)
-
-    dispatch = _PushDispatch(the_runner)
-    for push_path in PUSH_PATHS:
-        # Authentication and the body limit apply as to every POST (SecurityMiddleware).
-        app.router.routes.append(Route(push_path, endpoint=dispatch, methods=["POST"]))
-
-    @app.get("/healthz", summary="Liveness: 200 while the process runs")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        summary="Readiness: 200 once every pipeline has evaluated successfully",
-        responses={503: {"description": "Some pipeline has not evaluated successfully yet"}},
-    )
-    def readyz() -> JSONResponse:
-        pipelines = {name: the_runner.is_ready(name) for name in the_runner.names}
-        ready = all(pipelines.values())
-        return JSONResponse({"ready": ready, "pipelines": pipelines}, status_code=200 if ready else 503)
-
-    @app.get("/api/v1/status", summary="Latest evaluation of a pipeline", responses=_errors(400, 404, 503))
-    def status(
-        pipeline: str | None = Query(None, description="pipeline name (default: the first configured)"),
-    ) -> JSONResponse:
-        name = _pipeline(pipeline)
-        if isinstance(name, JSONResponse):
-            return name
-        latest = the_runner.latest(name)
-        if latest is None:
-            reason = "no successful evaluation yet"
-            err = the_runner.last_error(name)
-            return _error(503, reason, pipeline=name, **({"last_error": err} if err else {}))
-        return JSONResponse(latest.to_dict())
-
-    @app.get(
-        "/api/v1/history",
-        summary="Stored evaluations and binding changes of a pipeline",
-        responses=_errors(400, 404, 503),
-    )
-    def history(
-        since: str | None = Query(None, description="RFC3339 time or unix seconds (default: no lower bound)"),
-        pipeline: str | None = Query(None, description="pipeline name (default: the first configured)"),
-        limit: int = Query(HISTORY_DEFAULT_LIMIT, ge=1, le=HISTORY_MAX_LIMIT, description="newest N rows"),
-    ) -> JSONResponse:
-        name = _pipeline(pipeline)
-        if isinstance(name, JSONResponse):
-            return name
-        start: float | None = None
-        if since is not None:
-            try:
-                start = parse_time(since)
-                format_time(start)  # NaN, +-inf, 1e20: outside what a datetime holds
-            except (ValueError, OverflowError, OSError) as exc:
-                return _error(400, f"since: {exc}")
-        if the_runner.state is None:
-            return _error(503, "no state database configured")
-        try:
-            rows = the_runner.state.history(name, start, limit)
-            changes = the_runner.state.binding_changes(name, start, limit)
-        except StateError as exc:
-            return _error(503, f"state database unavailable: {exc}")
-        return JSONResponse(
-            {
-                "pipeline": name,
-                "since": format_time(start) if start is not None else None,
-                "limit": limit,
-                "count": len(rows),
-                "evaluations": rows,
-                "binding_changes": changes,
-            }
-        )
-
-    @app.get("/", summary="Status page (HTML)", response_class=HTMLResponse, responses=_errors(400, 404))
-    def status_page(
-        pipeline: str | None = Query(None, description="pipeline name (default: the first configured)"),
-    ) -> Response:
-        name = _pipeline(pipeline)
-        if isinstance(name, JSONResponse):
-            return name
-        latest = the_runner.latest(name)
-        rows: list[dict[str, Any]] = []
-        if the_runner.state is not None:
-            try:
-                rows = the_runner.state.history(name, None, STATUS_PAGE_HISTORY)
-            except StateError:
-                rows = []
-        refresh = max(5, min(300, int(current[0].evaluation_interval)))
-        html = render_status_page(
-            latest.to_dict() if latest is not None else None,
-            rows,
-            refresh_seconds=refresh,
-            pipelines=the_runner.names,
-        )
-        return HTMLResponse(html)
-
-    @app.get("/api/v1/pipelines", summary="Configured pipelines")
-    def pipelines() -> JSONResponse:
-        out = []
-        for name in the_runner.names:
-            h = the_runner.handle(name)
-            latest = the_runner.latest(name)
-            successes, errors = the_runner.counts(name)
-            out.append(
-                {
-                    "name": name,
-                    "pack": {
-                        "name": h.pack.name,
-                        "version": h.pack.version,
-                        "constraints": list(h.pack.names),
-                    },
-                    "source": dict(h.source)
-                    | ({"store": h.receiver.stats()} if h.receiver is not None else {}),
-                    "ready": latest is not None,
-                    "last_evaluation": format_time(latest.time) if latest is not None else None,
-                    "binding": latest.binding if latest is not None else None,
-                    "decision": latest.decision if latest is not None else None,
-                    "evaluations": {"success": successes, "error": errors},
-                }
-            )
-        return JSONResponse({"pipelines": out})
-
+    app.exception_handler(RequestValidationError)(bad_request)
+    routes_admin.add_routes(app.router)
+    add_push_routes(app, runner)
+    routes_api.add_routes(app.router)
     return app
 
 
-def _policy(config: Config) -> SecurityPolicy:
-    return SecurityPolicy(
-        token=config.auth_token, max_body_bytes=config.max_body_bytes, protect_reads=config.protect_reads
-    )
+def _lifespan(runner: Runner) -> Callable[[FastAPI], Any]:
+    """Start `runner` with the app and stop it (closing the state database) at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if runner.state is not None and runner.state.open_error is not None:
+            log.error(
+                "state database unavailable; evaluations continue unrecorded",
+                extra={"error": str(runner.state.open_error)},
+            )
+        runner.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(runner.stop)
+
+    return lifespan
 
 
 # --------------------------------------------------------------------------- CLI
@@ -490,8 +218,6 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
 
 def serve_cli(args: argparse.Namespace) -> int:
     """``csf serve``: 0 after a graceful shutdown, 2 on configuration errors, 1 when serving failed."""
-    import uvicorn
-
     insecure = bool(getattr(args, "insecure", False))
     try:
         config = build_config(args, os.environ)
@@ -565,6 +291,5 @@ __all__ = [
     "configure_logging",
     "create_app",
     "open_state",
-    "select_push_pipeline",
     "serve_cli",
 ]

@@ -404,53 +404,7 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-class AdminMetrics:
-    """Counters of refused requests and configuration reloads, registered on `registry`.
-
-    ``csf_http_requests_denied_total{reason}`` (``unauthorized``, ``too_large``),
-    ``csf_config_reloads_total{outcome}`` (``success``, ``failure``),
-    ``csf_config_last_reload_successful`` (1/0, 1 at start) and
-    ``csf_config_last_reload_success_timestamp_seconds`` (start time until a reload succeeds).
-    """
-
-    def __init__(self, registry: Any, started: float | None = None) -> None:
-        from prometheus_client import Counter, Gauge
-
-        self.denied = Counter(
-            "csf_http_requests_denied",
-            "Requests refused before reaching an endpoint, by reason.",
-            ["reason"],
-            registry=registry,
-        )
-        self.reloads = Counter(
-            "csf_config_reloads", "Configuration reloads, by outcome.", ["outcome"], registry=registry
-        )
-        self.last_reload_ok = Gauge(
-            "csf_config_last_reload_successful",
-            "1 when the last configuration reload succeeded (or none was attempted), else 0.",
-            registry=registry,
-        )
-        self.last_reload_time = Gauge(
-            "csf_config_last_reload_success_timestamp_seconds",
-            "Time of the last successful configuration load (unix seconds).",
-            registry=registry,
-        )
-        for reason in ("unauthorized", "too_large"):
-            self.denied.labels(reason)
-        for outcome in ("success", "failure"):
-            self.reloads.labels(outcome)
-        self.last_reload_ok.set(1)
-        self.last_reload_time.set(time.time() if started is None else started)
-
-    def reloaded(self, ok: bool) -> None:
-        self.reloads.labels("success" if ok else "failure").inc()
-        self.last_reload_ok.set(1 if ok else 0)
-        if ok:
-            self.last_reload_time.set(time.time())
-
-
 __all__ = [
-    "AdminMetrics",
     "MAX_TOKEN_LENGTH",
     "MIN_TOKEN_LENGTH",
     "PROBE_PATHS",

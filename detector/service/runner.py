@@ -31,8 +31,8 @@ mounted by the app) and evaluated at wall-clock time. A push store keeps
 warm-up span, one status window and a margin), enforced before each evaluation
 (`PushFeed`). Pushed samples and requests are counted per pipeline in
 ``csf_ingested_samples_total{pipeline,protocol,result}`` and
-``csf_ingest_requests_total{pipeline,protocol,code}`` (`IngestMetrics`, created with the
-first push pipeline). ``csf_source_up`` is the outcome of the latest evaluation (0 when
+``csf_ingest_requests_total{pipeline,protocol,code}`` (`exporters.selfmetrics.IngestMetrics`,
+created with the first push pipeline). ``csf_source_up`` is the outcome of the latest evaluation (0 when
 the source raised `SourceError`); before the first one a Prometheus pipeline probes the
 server, the embedded sources are up.
 
@@ -43,6 +43,10 @@ everything as it was), then swapped in, prepared and warmed up on their first ru
 removed ones stop. The state database is kept, and because `StateStore.record`
 compares with the newest stored binding, a rebuilt pipeline that reaches the same
 answer records no binding change.
+
+Where the parts live: the feeds, clock and push receivers in `detector.service.feeds`,
+`PipelineHandle` and `build_handle` in `detector.service.pipelines`, push mode in
+`detector.service.alerting`, the service's metrics in `exporters.selfmetrics`.
 """
 
 from __future__ import annotations
@@ -51,71 +55,26 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from detector.evidence.results import Evaluation
+from detector.service.alerting import PUSH_FLUSH_INTERVAL, AlertPushing, PusherFactory, PusherSlot
+from detector.service.config_model import AlertmanagerConfig, Config, PipelineConfig
+from detector.service.feeds import Interrupted
+from detector.service.pipelines import PipelineHandle, build_handle, warm_up_count
 from detector.service.state import StateError, StateStore
-from detector.spec.pack import Pack
 from detector.timefmt import format_time
-from exporters.collector import PipelineSnapshot, ServiceMetrics
-
-if TYPE_CHECKING:
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    from detector.service.config import AlertmanagerConfig, Config, PipelineConfig
-    from detector.source.ingest import IngestReport
-    from exporters.alertmanager import PushResult
+from exporters.collector import PipelineSnapshot
+from exporters.selfmetrics import ServiceMetrics
 
 log = logging.getLogger("csf.runner")
-
-HISTORY_CHUNK = 6 * 3600.0
-"""Simulated seconds written per step while filling history (lets shutdown interrupt it)."""
-PUSH_FLUSH_INTERVAL = 5.0
-"""Wall seconds between retries/re-sends of pushed alerts between evaluations."""
-
-
-class Pusher(Protocol):
-    """What the runner needs from `exporters.alertmanager.AlertmanagerPusher`."""
-
-    def sync(self, evaluation: Evaluation, now: float) -> PushResult: ...
-
-    def flush(self, now: float) -> PushResult: ...
-
-    def close(self) -> None: ...
-
-
-PusherFactory = Callable[[str, Pack], Pusher]
-"""(pipeline name, pack) -> the pipeline's pusher."""
-
-
-class Evaluator(Protocol):
-    """What the runner needs from `detector.decision.pipeline.Pipeline`."""
-
-    @property
-    def binding_changes(self) -> int: ...
-
-    def evaluate(self, now: float) -> Evaluation: ...
-
-    def warm_up(self, now: float, evaluations: int, every: float) -> None: ...
-
-
-class Feed(Protocol):
-    """Brings a pipeline's data up to date (embedded sources); None for external sources."""
-
-    def prepare(self, now: float, stop: threading.Event) -> None:
-        """Make the history the first evaluation needs available (may be slow)."""
-        ...
-
-    def advance(self, now: float) -> None:
-        """Bring the data up to `now` and drop what is older than the retention."""
-        ...
-
-
-class Interrupted(Exception):
-    """Shutdown was requested while a pipeline was still preparing."""
 
 
 @dataclass(frozen=True)
@@ -141,168 +100,6 @@ class ReloadResult:
         }
 
 
-@dataclass(frozen=True)
-class SimulatedClock:
-    """``origin + (wall() - wall0) * speed``: simulated seconds advance `speed` times faster."""
-
-    origin: float
-    wall0: float
-    speed: float = 1.0
-    wall: Callable[[], float] = time.time
-
-    def __call__(self) -> float:
-        return self.origin + (self.wall() - self.wall0) * self.speed
-
-    @property
-    def rate(self) -> float:
-        return self.speed
-
-
-class SimulatorFeed:
-    """Plays a simulator into a sample store: history first, then incrementally."""
-
-    def __init__(self, simulator: Any, store: Any, history: float) -> None:
-        self.simulator = simulator
-        self.store = store
-        self.history = history
-
-    def prepare(self, now: float, stop: threading.Event) -> None:
-        t = now - self.history
-        while t < now:
-            if stop.is_set():
-                raise Interrupted("shutdown during history fill")
-            t1 = min(t + HISTORY_CHUNK, now)
-            self.simulator.write_to(self.store, t, t1)
-            t = t1
-
-    def advance(self, now: float) -> None:
-        self.simulator.advance_to(self.store, now)
-        self.store.enforce_retention(now)
-
-
-class PushFeed:
-    """The feed of a ``push`` pipeline: its store is written by the receivers; before each
-    evaluation the samples older than the retention are dropped."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def prepare(self, now: float, stop: threading.Event) -> None:
-        """Nothing to fill: pushed history arrives by itself."""
-
-    def advance(self, now: float) -> None:
-        self.store.enforce_retention(now)
-
-
-class PushReceiver:
-    """The remote_write (``POST /api/v1/write``) and OTLP (``POST /v1/metrics``) endpoints of
-    one ``push`` pipeline, bound to its store.
-
-    `app` is an ASGI app (a FastAPI router holding both routes) the service forwards the
-    pipeline's requests to. `observer` (set by the runner) receives every `IngestReport`.
-    """
-
-    def __init__(self, store: Any, *, max_body_bytes: int, max_decoded_bytes: int) -> None:
-        from fastapi import APIRouter
-
-        from detector.source.ingest.otlp import otlp_router
-        from detector.source.ingest.remote_write import remote_write_router
-
-        self.store = store
-        self.observer: Callable[[IngestReport], None] | None = None
-        router = APIRouter()
-        router.include_router(
-            remote_write_router(
-                store,
-                max_body_bytes=max_body_bytes,
-                max_decoded_bytes=max_decoded_bytes,
-                on_ingest=self._report,
-            )
-        )
-        router.include_router(
-            otlp_router(
-                store, max_body_bytes=max_body_bytes, max_decoded_bytes=max_decoded_bytes, on_ingest=self._report
-            )
-        )
-        self.app: Any = router
-
-    def _report(self, report: IngestReport) -> None:
-        observer = self.observer
-        if observer is not None:
-            observer(report)
-
-    def stats(self) -> dict[str, Any]:
-        """Series, samples and the newest sample time of the store (for the API)."""
-        newest = self.store.newest_timestamp()
-        return {
-            "series": self.store.series_count(),
-            "samples": self.store.sample_count(),
-            "newest_sample": format_time(newest) if newest is not None else None,
-            "retention_seconds": self.store.retention,
-        }
-
-
-INGEST_PROTOCOLS: tuple[str, ...] = ("remote_write", "otlp")
-INGEST_RESULTS: tuple[str, ...] = ("accepted", "out_of_order", "duplicate", "invalid")
-
-
-class IngestMetrics:
-    """Counters of pushed samples and requests, registered on `registry` (their only owner)."""
-
-    def __init__(self, registry: Any) -> None:
-        from prometheus_client import Counter
-
-        self.samples = Counter(
-            "csf_ingested_samples_total",
-            "Pushed samples by outcome: accepted (stored), out_of_order and duplicate (dropped by the "
-            "store), invalid (data points refused: unsupported, or stamped too far ahead of now).",
-            ["pipeline", "protocol", "result"],
-            registry=registry,
-        )
-        self.requests = Counter(
-            "csf_ingest_requests_total",
-            "Push requests (remote_write, otlp) by HTTP status code.",
-            ["pipeline", "protocol", "code"],
-            registry=registry,
-        )
-
-    def add_pipeline(self, pipeline: str) -> None:
-        """Create the pipeline's sample series at zero."""
-        for protocol in INGEST_PROTOCOLS:
-            for result in INGEST_RESULTS:
-                self.samples.labels(pipeline, protocol, result)
-
-    def observe(self, pipeline: str, report: IngestReport) -> None:
-        counts = zip(
-            INGEST_RESULTS,
-            (report.accepted, report.out_of_order, report.duplicates, report.invalid),
-            strict=True,
-        )
-        for result, n in counts:
-            if n:
-                self.samples.labels(pipeline, report.protocol, result).inc(n)
-        self.requests.labels(pipeline, report.protocol, str(report.status)).inc()
-
-
-@dataclass
-class PipelineHandle:
-    """Everything the runner drives for one pipeline."""
-
-    name: str
-    pack: Pack
-    pipeline: Evaluator
-    clock: Callable[[], float]
-    rate: float = 1.0
-    """Clock seconds per wall second (the simulator speed): spacing of warm-up evaluations."""
-    feed: Feed | None = None
-    source: Mapping[str, Any] = field(default_factory=dict)
-    """Description of the source for the API."""
-    source_up: Callable[[], bool] = lambda: True
-    """Source status before the first evaluation (the embedded simulator is always up)."""
-    receiver: PushReceiver | None = None
-    """The push endpoints of a ``push`` pipeline (None for other sources)."""
-
-
 @dataclass
 class _Runtime:
     handle: PipelineHandle
@@ -313,110 +110,8 @@ class _Runtime:
     changes_seen: int = 0
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-    pusher: Pusher | None = None
-    pusher_generation: int = 0
-    push_failures: int = 0
-
-
-def build_handle(
-    pc: PipelineConfig,
-    evaluation_interval: float,
-    wall0: float,
-    wall: Callable[[], float],
-    *,
-    max_body_bytes: int = 16 * 1024 * 1024,
-) -> PipelineHandle:
-    """The source, feed, clock and pipeline of one configured pipeline (rules in the module doc).
-
-    `max_body_bytes` bounds the request bodies of a ``push`` pipeline's receivers.
-    """
-    from detector.decision.pipeline import Pipeline
-    from detector.service.config import PrometheusSourceConfig, PushSourceConfig, SimulatorSource
-    from detector.sim.simulator import Simulator
-    from detector.source.native import NativeSource
-    from detector.source.store import SampleStore
-
-    src = pc.source
-    if isinstance(src, PrometheusSourceConfig):
-        from detector.source.prometheus_api import PrometheusSource
-
-        basic = (
-            (src.basic_auth_username, src.basic_auth_password or "")
-            if src.basic_auth_username is not None
-            else None
-        )
-        prom = PrometheusSource(
-            src.url,
-            timeout=src.timeout,
-            retries=src.retries,
-            bearer_token=src.bearer_token,
-            bearer_token_file=src.bearer_token_file,
-            basic_auth=basic,
-            tenant=src.tenant,
-            verify_tls=src.tls_verify,
-            name="prometheus",
-        )
-        clock: Callable[[], float] = wall
-        rate = 1.0
-        if src.replay_from is not None:
-            # history watched as if live: the pipeline's clock starts at replay_from
-            clock = SimulatedClock(origin=src.replay_from, wall0=wall(), speed=src.replay_speed, wall=wall)
-            rate = src.replay_speed
-        return PipelineHandle(
-            name=pc.name,
-            pack=pc.pack,
-            pipeline=Pipeline(pc.name, pc.pack, prom),
-            clock=clock,
-            rate=rate,
-            source=src.describe(),
-            source_up=prom.up,
-        )
-    if isinstance(src, PushSourceConfig):
-        store = SampleStore(retention=history_span(pc.pack, evaluation_interval) + 3600.0)
-        return PipelineHandle(
-            name=pc.name,
-            pack=pc.pack,
-            pipeline=Pipeline(pc.name, pc.pack, NativeSource(store)),
-            clock=wall,
-            feed=PushFeed(store),
-            source=src.describe(),
-            receiver=PushReceiver(
-                store, max_body_bytes=max_body_bytes, max_decoded_bytes=src.max_decoded_bytes
-            ),
-        )
-    if not isinstance(src, SimulatorSource):
-        raise ValueError(f"pipeline {pc.name!r}: unsupported source type {src.type!r}")
-    history = history_span(pc.pack, evaluation_interval * src.speed)
-    clock = SimulatedClock(origin=wall0, wall0=wall0, speed=src.speed, wall=wall)
-    store = SampleStore(retention=history + 3600.0)
-    # Scenario offset 0 is the service start; the history before it plays the first phase.
-    simulator: Any
-    if src.scenario.startswith("web_"):
-        from detector.sim.web import WebShopSimulator  # the web-shop platform (pack web-shop)
-
-        simulator = WebShopSimulator(src.scenario, src.seed, origin=wall0, interval=src.interval, history=history)
-    else:
-        simulator = Simulator(src.scenario, seed=src.seed, origin=wall0, interval=src.interval, history=history)
-    source = NativeSource(store)
-    return PipelineHandle(
-        name=pc.name,
-        pack=pc.pack,
-        pipeline=Pipeline(pc.name, pc.pack, source),
-        clock=clock,
-        rate=src.speed,
-        feed=SimulatorFeed(simulator, store, history),
-        source=src.describe(),
-    )
-
-
-def warm_up_count(pack: Pack) -> int:
-    """Evaluations replayed at start to rebuild the hysteresis counters."""
-    return pack.hysteresis.enter_after + pack.hysteresis.exit_after
-
-
-def history_span(pack: Pack, every: float) -> float:
-    """Data the first evaluation and the warm-up need: lookback + warm-up span + one status window."""
-    return pack.windows.lookback + warm_up_count(pack) * every + pack.windows.status_window
+    push: PusherSlot = field(default_factory=PusherSlot)
+    """The pipeline's Alertmanager pusher and its failures (push mode)."""
 
 
 class Runner:
@@ -451,11 +146,7 @@ class Runner:
         self._configs: dict[str, PipelineConfig] = {}
         """The configuration each pipeline was built from (empty for runners built from handles)."""
         self._wall: Callable[[], float] = time.time
-        self._push_key: tuple[Any, ...] | None = None
-        self._push_factory: PusherFactory | None = None
-        self._push_generation = 0
-        self._push_failures_metric: Any = None
-        self._ingest_metrics: IngestMetrics | None = None
+        self._alerts = AlertPushing(metrics, lambda: self._wall())
         for name in names:
             metrics.add_pipeline(name)
         for h in handles:
@@ -496,102 +187,25 @@ class Runner:
         Pushers are built on each pipeline's next evaluation (`factory`, default an
         `AlertmanagerPusher` persisting to `state_dir`); an unchanged configuration keeps them.
         """
-        key = (alertmanager, str(state_dir) if state_dir is not None else None, generator_url, factory)
-        if key == self._push_key:
-            return
-        self._push_key = key
-        self._push_generation += 1
-        if alertmanager is None:
-            self._push_factory = None
-            return
-        if factory is None:
-            from exporters.alertmanager import AlertmanagerPusher
-
-            am = alertmanager
-
-            def factory(name: str, pack: Pack) -> Pusher:
-                return AlertmanagerPusher(
-                    am.url,
-                    name,
-                    am.resend_interval,
-                    am.timeout,
-                    pack=pack,
-                    runbook_base_url=am.runbook_base_url,
-                    state_dir=state_dir,
-                    generator_url=generator_url.replace("{pipeline}", name) if generator_url else None,
-                )
-
-        self._push_factory = factory
-        if self._push_failures_metric is None:
-            from prometheus_client import Counter
-
-            try:
-                self._push_failures_metric = Counter(
-                    "csf_alertmanager_push_failures_total",
-                    "Failed deliveries of pushed alerts to Alertmanager (push mode).",
-                    ["pipeline"],
-                    registry=self.metrics.registry,
-                )
-            except ValueError:  # another runner on this registry owns it
-                log.warning("csf_alertmanager_push_failures_total already registered; not exported twice")
-        if self._push_failures_metric is not None:
-            for name in self._runtimes:
-                self._push_failures_metric.labels(name)
-        log.info("alertmanager push mode on", extra={"url": alertmanager.url})
+        self._alerts.configure(
+            alertmanager, self._runtimes, state_dir=state_dir, generator_url=generator_url, factory=factory
+        )
 
     def push_failures(self, name: str) -> int:
         """Failed Alertmanager deliveries (and pusher errors) of pipeline `name` since it was built."""
-        return self._runtimes[name].push_failures
-
-    def _push_failed(self, rt: _Runtime) -> None:
-        rt.push_failures += 1
-        if self._push_failures_metric is not None:
-            self._push_failures_metric.labels(rt.handle.name).inc()
+        return self._runtimes[name].push.failures
 
     @staticmethod
     def _close_pusher(rt: _Runtime) -> None:
-        pusher, rt.pusher = rt.pusher, None
-        if pusher is not None:
-            try:
-                pusher.close()
-            except Exception:
-                log.exception("closing an Alertmanager pusher failed", extra={"pipeline": rt.handle.name})
+        AlertPushing.close(rt.push, rt.handle.name)
 
     def _push(self, rt: _Runtime, evaluation: Evaluation) -> None:
         """Sync Alertmanager with `evaluation` (called with the runtime's lock held); never raises."""
-        factory, generation = self._push_factory, self._push_generation
-        if rt.pusher is not None and rt.pusher_generation != generation:
-            self._close_pusher(rt)
-        if factory is None:
-            return
-        name = rt.handle.name
-        try:
-            if rt.pusher is None:
-                rt.pusher = factory(name, rt.handle.pack)
-                rt.pusher_generation = generation
-            result = rt.pusher.sync(evaluation, self._wall())
-        except Exception:
-            self._push_failed(rt)
-            log.exception("alertmanager push failed", extra={"pipeline": name})
-            return
-        if result.attempted and not result.delivered:
-            self._push_failed(rt)  # the pusher has logged the reason
+        self._alerts.sync(rt.push, rt.handle.name, rt.handle.pack, evaluation)
 
     def flush_alertmanager(self) -> None:
         """Retry failed deliveries and re-send active alerts of every pipeline; never raises."""
-        now = self._wall()
-        for rt in list(self._runtimes.values()):
-            pusher = rt.pusher
-            if pusher is None or rt.pusher_generation != self._push_generation:
-                continue
-            try:
-                result = pusher.flush(now)
-            except Exception:
-                self._push_failed(rt)
-                log.exception("alertmanager flush failed", extra={"pipeline": rt.handle.name})
-                continue
-            if result.attempted and not result.delivered:
-                self._push_failed(rt)
+        self._alerts.flush([(name, rt.push) for name, rt in list(self._runtimes.items())])
 
     # ------------------------------------------------------------------ reload
 
@@ -637,8 +251,6 @@ class Runner:
             for name in built:
                 self._attach_receiver(built[name])
             if scheduler is not None:
-                from apscheduler.triggers.interval import IntervalTrigger
-
                 for name in self._runtimes:
                     trigger = IntervalTrigger(seconds=self.evaluation_interval, timezone=UTC)
                     if name in built:
@@ -669,7 +281,7 @@ class Runner:
 
     def _retire(self, rt: _Runtime) -> None:
         """Release what a replaced pipeline holds, after its running evaluation (if any) ends."""
-        if rt.pusher is not None and rt.lock.acquire(timeout=30.0):
+        if rt.push.pusher is not None and rt.lock.acquire(timeout=30.0):
             try:
                 self._close_pusher(rt)
             finally:
@@ -689,8 +301,6 @@ class Runner:
             rt.lock.release()
 
     def _add_job(self, scheduler: BackgroundScheduler, name: str, *, replace_existing: bool = False) -> None:
-        from apscheduler.triggers.interval import IntervalTrigger
-
         scheduler.add_job(
             self.run_once,
             IntervalTrigger(seconds=self.evaluation_interval, timezone=UTC),
@@ -706,8 +316,6 @@ class Runner:
 
     @staticmethod
     def _remove_job(scheduler: BackgroundScheduler, name: str) -> None:
-        from apscheduler.jobstores.base import JobLookupError
-
         try:
             scheduler.remove_job(f"evaluate:{name}")
         except JobLookupError:
@@ -719,9 +327,7 @@ class Runner:
         """Count what `h`'s push receiver ingests (no-op for other sources)."""
         if h.receiver is None:
             return
-        if self._ingest_metrics is None:
-            self._ingest_metrics = IngestMetrics(self.metrics.registry)
-        metrics, name = self._ingest_metrics, h.name
+        metrics, name = self.metrics.ingest(), h.name
         metrics.add_pipeline(name)
         h.receiver.observer = lambda report: metrics.observe(name, report)
 
@@ -872,8 +478,6 @@ class Runner:
 
     def start(self) -> None:
         """Start one interval job per pipeline; the first run starts immediately."""
-        from apscheduler.schedulers.background import BackgroundScheduler
-
         if self._scheduler is not None:
             raise RuntimeError("runner already started")
         self._stop.clear()
@@ -881,8 +485,6 @@ class Runner:
         with self._reload_lock:
             for name in self._runtimes:
                 self._add_job(scheduler, name)
-        from apscheduler.triggers.interval import IntervalTrigger
-
         scheduler.add_job(
             self.flush_alertmanager,
             IntervalTrigger(seconds=PUSH_FLUSH_INTERVAL, timezone=UTC),
@@ -921,19 +523,6 @@ def _push_settings(config: Config) -> dict[str, Any]:
 
 
 __all__ = [
-    "Evaluator",
-    "Feed",
-    "PipelineHandle",
-    "IngestMetrics",
-    "Pusher",
-    "PusherFactory",
-    "PushFeed",
-    "PushReceiver",
     "ReloadResult",
     "Runner",
-    "SimulatedClock",
-    "SimulatorFeed",
-    "build_handle",
-    "history_span",
-    "warm_up_count",
 ]

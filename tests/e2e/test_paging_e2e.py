@@ -57,12 +57,13 @@ from prometheus_client import CollectorRegistry
 
 from detector.evidence.results import Evaluation
 from detector.service.config import AlertmanagerConfig, ConfigError, load_config
-from detector.service.runner import PipelineHandle, Runner
+from detector.service.pipelines import PipelineHandle
+from detector.service.runner import Runner
 from detector.sim.simulator import SCENARIOS
 from detector.spec.load import default_pack
 from detector.spec.pack import Pack
 from exporters.alertmanager import PushResult
-from exporters.collector import ServiceMetrics
+from exporters.selfmetrics import ServiceMetrics
 from rules.generate import MIN_HOLD, alert_groups, generate_rules
 from tests.conftest import (
     ServerProcess,
@@ -138,7 +139,7 @@ def test_alertmanager_section_and_environment(tmp_path: Path) -> None:
             "alertmanager:\n  url: http://a:1\n  timeout: 0s\n",
             r":3:12: alertmanager\.timeout: must be a positive",
         ),
-        ("alertmanager: http://a:1\n", r":1:15: alertmanager: must be a mapping"),
+        ("alertmanager: http://a:1\n", r":1:15: alertmanager: expected a mapping, got a string"),
     ],
 )
 def test_alertmanager_section_errors_name_the_line(tmp_path: Path, text: str, message: str) -> None:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from detector.service.config import PipelineConfig, SimulatorSource, load_config
 from detector.service.runner import Runner
 from detector.service.state import StateStore
-from exporters.collector import ServiceMetrics
+from exporters.selfmetrics import ServiceMetrics
 from tests._procs import wait_until
 from tests.conftest import ServerProcess, start_csf_server
 from tests.integration.test_faults import EXPECTED_BINDING, SCENARIO, metric, small_pack, successes

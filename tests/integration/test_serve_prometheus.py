@@ -32,8 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from detector.service.app import KeyValueFormatter, create_app
 from detector.service.config import ConfigError, PrometheusSourceConfig, load_config
-from detector.service.runner import Runner, build_handle
-from exporters.collector import ServiceMetrics
+from detector.service.pipelines import build_handle
+from detector.service.runner import Runner
+from exporters.selfmetrics import ServiceMetrics
 from tests._procs import PROMETHEUS, free_port, require_binary, serve_asgi, wait_until
 from tests.conftest import ServerProcess
 

@@ -25,18 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from detector.evidence.results import Evaluation
 from detector.service.app import KeyValueFormatter, create_app
 from detector.service.config import Config, PipelineConfig, SimulatorSource
-from detector.service.runner import (
-    HISTORY_CHUNK,
-    Interrupted,
-    PipelineHandle,
-    Runner,
-    SimulatedClock,
-    SimulatorFeed,
-    history_span,
-    warm_up_count,
-)
+from detector.service.feeds import HISTORY_CHUNK, Interrupted, SimulatedClock, SimulatorFeed
+from detector.service.pipelines import PipelineHandle, history_span, warm_up_count
+from detector.service.runner import Runner
 from detector.service.state import StateStore
-from exporters.collector import ServiceMetrics
+from exporters.selfmetrics import ServiceMetrics
 from tests.conftest import (
     ServerProcess,
     free_port,

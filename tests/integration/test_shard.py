@@ -18,7 +18,7 @@ import yaml
 
 from detector.service.config import ConfigError, Shard, load_config, shard_of
 from detector.service.runner import Runner
-from exporters.collector import ServiceMetrics
+from exporters.selfmetrics import ServiceMetrics
 
 NAMES = ("checkout", "search", "video-eu", "video-us", "video-apac", "ads", "feed", "payments", "a", "b.c-d_e")
 

@@ -22,7 +22,8 @@ from detector.evidence.results import (
     TestResult,
 )
 from detector.spec.pack import DECISIONS, OBSERVABILITY, STATES
-from exporters.collector import EvaluationCollector, PipelineSnapshot, ServiceMetrics
+from exporters.collector import EvaluationCollector, PipelineSnapshot
+from exporters.selfmetrics import ServiceMetrics
 from tests.conftest import make_evaluation, make_pack, make_result, require_binary
 
 PACK = make_pack(("latency", "protocol", "supply", "cold_start", "meta"))
