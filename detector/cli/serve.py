@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -31,7 +34,25 @@ def add_parser(sub: Any) -> None:
     serve.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from detector.service.app import serve_cli
+def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
+    """Config from ``--config`` (or CSF_CONFIG), the environment and the other flags."""
+    from detector.service.config import ENV_VARS, load_config
 
-    return serve_cli(args)
+    path = args.config or env.get("CSF_CONFIG") or None
+    overrides = {key: getattr(args, key, None) for key in ENV_VARS}
+    return load_config(path, env, overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``csf serve``: 0 after a graceful shutdown, 2 on configuration errors, 1 when serving failed."""
+    from detector.service.app import serve
+    from detector.service.auth import check_exposure
+    from detector.service.config import ConfigError
+
+    try:
+        config = build_config(args, os.environ)
+        check_exposure(config.host, config.auth_token is not None, args.insecure)
+    except (ConfigError, ValueError) as exc:
+        print(f"csf serve: error: {exc}", file=sys.stderr)
+        return 2
+    return serve(config, loader=lambda: build_config(args, os.environ), insecure=args.insecure)

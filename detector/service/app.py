@@ -34,15 +34,13 @@ API, status page); `create_app` assembles them around one `Runner`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -54,8 +52,8 @@ from prometheus_client import CollectorRegistry
 
 from detector import __version__
 from detector.service import routes_admin, routes_api
-from detector.service.auth import SecurityMiddleware, check_exposure
-from detector.service.config import ENV_VARS, Config, ConfigError, load_config
+from detector.service.auth import SecurityMiddleware
+from detector.service.config import Config
 from detector.service.reloader import ConfigReloader
 from detector.service.responses import bad_request
 from detector.service.routes_ingest import add_push_routes
@@ -204,29 +202,14 @@ def _lifespan(runner: Runner) -> Callable[[FastAPI], Any]:
     return lifespan
 
 
-# --------------------------------------------------------------------------- CLI
-
-OVERRIDE_ARGS: tuple[str, ...] = tuple(ENV_VARS)
+# --------------------------------------------------------------------------- serving
 
 
-def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> Config:
-    """Config from ``--config`` (or CSF_CONFIG), the environment and the other flags."""
-    path = getattr(args, "config", None) or env.get("CSF_CONFIG") or None
-    overrides = {key: getattr(args, key, None) for key in OVERRIDE_ARGS}
-    return load_config(path, env, overrides)
-
-
-def serve_cli(args: argparse.Namespace) -> int:
-    """``csf serve``: 0 after a graceful shutdown, 2 on configuration errors, 1 when serving failed."""
-    insecure = bool(getattr(args, "insecure", False))
-    try:
-        config = build_config(args, os.environ)
-        check_exposure(config.host, config.auth_token is not None, insecure)
-    except (ConfigError, ValueError) as exc:
-        print(f"csf serve: error: {exc}", file=sys.stderr)
-        return 2
+def serve(config: Config, loader: Callable[[], Config] | None, insecure: bool = False) -> int:
+    """Serve `config` until SIGTERM/SIGINT: 0 after a graceful shutdown, 1 when serving failed.
+    SIGHUP reloads from `loader` (the command line re-read with the current environment)."""
     configure_logging(config.log_level)
-    app = create_app(config, loader=lambda: build_config(args, os.environ), insecure=insecure)
+    app = create_app(config, loader=loader, insecure=insecure)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -239,24 +222,7 @@ def serve_cli(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=10,
         )
     )
-    log.info(
-        "starting",
-        extra={
-            "version": __version__,
-            "address": f"{config.host}:{config.port}",
-            "pipelines": ",".join(config.pipeline_names),
-            "shard": str(config.shard) if config.shard is not None else "-",
-            "data_dir": str(config.data_dir),
-            "state": app.state.runner.state.display if app.state.runner.state is not None else "-",
-            "auth": config.auth_token_origin or "none",
-            "config": config.path or "-",
-        },
-    )
-    if config.auth_token is None and insecure:
-        log.warning(
-            "no auth token: write, reload and admin endpoints are open to anyone who can reach the listener",
-            extra={"address": f"{config.host}:{config.port}"},
-        )
+    _log_start(config, app, insecure)
 
     def on_sighup(*_: object) -> None:
         def run() -> None:
@@ -285,11 +251,31 @@ def serve_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_start(config: Config, app: FastAPI, insecure: bool) -> None:
+    log.info(
+        "starting",
+        extra={
+            "version": __version__,
+            "address": f"{config.host}:{config.port}",
+            "pipelines": ",".join(config.pipeline_names),
+            "shard": str(config.shard) if config.shard is not None else "-",
+            "data_dir": str(config.data_dir),
+            "state": app.state.runner.state.display if app.state.runner.state is not None else "-",
+            "auth": config.auth_token_origin or "none",
+            "config": config.path or "-",
+        },
+    )
+    if config.auth_token is None and insecure:
+        log.warning(
+            "no auth token: write, reload and admin endpoints are open to anyone who can reach the listener",
+            extra={"address": f"{config.host}:{config.port}"},
+        )
+
+
 __all__ = [
     "KeyValueFormatter",
-    "build_config",
     "configure_logging",
     "create_app",
     "open_state",
-    "serve_cli",
+    "serve",
 ]
