@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if bool(args.input) == bool(args.prometheus_url):
             raise _Refused("give exactly one of --input FILE or --prometheus-url URL")
+        if args.start and args.last:
+            raise _Refused("give --start or --last, not both (--last counts back from --end)")
         every = parse_duration(args.every)
         if args.lookback:
             pack = replace(pack, windows=replace(pack.windows, lookback=parse_duration(args.lookback)))
