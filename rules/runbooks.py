@@ -110,11 +110,24 @@ topk(5, csf:{c.name}:signal)
 """
 
 
+def outside(runbook_dir: Path, c: Constraint) -> bool:
+    """True when `c`'s runbook file (its ``runbook:`` field, e.g. ``../x.md``) resolves outside `runbook_dir`."""
+    name = runbook_file(c)
+    if name is None:
+        return False
+    base = runbook_dir.resolve()
+    return not (base / name).resolve().is_relative_to(base)
+
+
 def write_skeletons(pack: Pack, runbook_dir: Path) -> list[Path]:
-    """Write a skeleton for every constraint of `missing_runbooks`; never overwrites. Returns the files written."""
+    """Write a skeleton for every constraint of `missing_runbooks` whose file lies inside
+    `runbook_dir` (a ``runbook:`` such as ``../x.md`` is skipped: see `outside`); never
+    overwrites. Returns the files written."""
     runbook_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for c in missing_runbooks(pack, runbook_dir):
+        if outside(runbook_dir, c):
+            continue
         path = runbook_dir / (runbook_file(c) or constraint_runbook_file(c.name))
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "x", encoding="utf-8") as fh:  # 'x': fails rather than overwrite
@@ -123,4 +136,4 @@ def write_skeletons(pack: Pack, runbook_dir: Path) -> list[Path]:
     return written
 
 
-__all__ = ["missing_runbooks", "runbook_skeleton", "write_skeletons"]
+__all__ = ["missing_runbooks", "outside", "runbook_file", "runbook_skeleton", "write_skeletons"]

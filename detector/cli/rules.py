@@ -73,16 +73,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_runbooks(pack: Any, args: argparse.Namespace) -> None:
     """Write runbook skeletons when asked; warn about every constraint whose alert links nothing."""
-    from rules.runbooks import missing_runbooks, runbook_file, write_skeletons
+    from rules.runbooks import missing_runbooks, outside, runbook_file, write_skeletons
 
     runbook_dir = Path(args.runbook_skeletons or args.runbook_dir or "deploy/runbooks")
     if args.runbook_skeletons:
         for path in write_skeletons(pack, runbook_dir):
             print(f"{path} (runbook skeleton: complete its TODOs)")
     for c in missing_runbooks(pack, runbook_dir):
+        link = f"its `runbook: {c.runbook}` field links" if c.runbook else "its alerts link"
+        if args.runbook_skeletons and outside(runbook_dir, c):
+            hint = f"it points outside {runbook_dir}, so no skeleton was written there; fix the field"
+        else:
+            hint = f"write it, set `runbook:` on the constraint, or run with --runbook-skeletons {runbook_dir}"
         print(
-            f"csf rules generate: warning: no runbook for constraint {c.name!r}: its alerts link "
-            f"{runbook_file(c)} but {runbook_dir / (runbook_file(c) or '')} does not exist; "
-            f"write it, set `runbook:` on the constraint, or run with --runbook-skeletons {runbook_dir}",
+            f"csf rules generate: warning: no runbook for constraint {c.name!r}: {link} "
+            f"{runbook_file(c)} but {runbook_dir / (runbook_file(c) or '')} does not exist; {hint}",
             file=sys.stderr,
         )

@@ -392,3 +392,27 @@ def test_missing_runbooks_are_warned_about_and_skeletons_written(
     assert main([*base, "--runbook-skeletons", str(books)]) == 0
     assert skeleton.read_text() == "# ours\n"
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_runbook_field_pointing_outside_the_skeleton_dir_is_not_written_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from detector.cli import main
+
+    assert main(["pack", "show"]) == 0
+    text = capsys.readouterr().out.replace(
+        "- name: latency\n", "- name: latency\n    runbook: ../escaped.md\n", 1
+    )
+    pack_file = tmp_path / "pack.yaml"
+    pack_file.write_text(text, encoding="utf-8")
+    books = tmp_path / "books"
+    argv = ["rules", "generate", "--pack", str(pack_file), "--output-dir", str(tmp_path / "out")]
+    assert main([*argv, "--runbook-skeletons", str(books)]) == 0
+    err = capsys.readouterr().err
+    assert not (tmp_path / "escaped.md").exists()  # nothing written outside the directory asked for
+    assert (books / "constraint-protocol.md").is_file()  # the others are written as before
+    assert (
+        "warning: no runbook for constraint 'latency': its `runbook: ../escaped.md` field links ../escaped.md"
+        in err
+    )
+    assert f"it points outside {books}, so no skeleton was written there; fix the field" in err
