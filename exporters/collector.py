@@ -39,6 +39,9 @@ class PipelineSnapshot:
     latest: Evaluation | None
     """Latest successful evaluation (None before the first one)."""
     source_up: bool
+    evaluated_wall: float | None = None
+    """Wall-clock time the latest evaluation finished (None: use its evaluation time). A
+    simulator or replay pipeline evaluates on its own clock; liveness is wall-clock time."""
 
 
 def _num(v: float | None) -> float:
@@ -153,7 +156,7 @@ class _Families:
         g = GaugeMetricFamily
         self.last = g(
             "csf_last_evaluation_timestamp_seconds",
-            "Time of the latest evaluation (unix seconds).",
+            "Wall-clock time the latest evaluation finished (unix seconds), also for simulated and replayed clocks.",
             labels=["pipeline"],
         )
         self.source_up = g(
@@ -234,7 +237,7 @@ def render(snapshots: Iterable[PipelineSnapshot], version: str = __version__) ->
             _render_constraint(f, name, cname, results.get(cname))
         for d in DECISIONS:
             f.decision.add_metric([name, d], 1.0 if d == ev.decision else 0.0)
-        f.last.add_metric([name], float(ev.time))
+        f.last.add_metric([name], float(snap.evaluated_wall if snap.evaluated_wall is not None else ev.time))
         f.cpu.add_metric([name], _num(ev.meta.cpu_seconds))
         f.samples.add_metric([name], float(ev.meta.samples_read))
         f.overhead.add_metric([name], _num(ev.meta.overhead_ratio))

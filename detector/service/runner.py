@@ -105,6 +105,8 @@ class _Runtime:
     handle: PipelineHandle
     prepared: bool = False
     latest: Evaluation | None = None
+    latest_wall: float | None = None
+    """Wall-clock time `latest` finished: what csf_last_evaluation_timestamp_seconds carries."""
     successes: int = 0
     errors: int = 0
     changes_seen: int = 0
@@ -369,7 +371,11 @@ class Runner:
         for name, rt in self._runtimes.items():
             latest = rt.latest
             up = latest.source_up if latest is not None else rt.handle.source_up()
-            out.append(PipelineSnapshot(name=name, pack=rt.handle.pack, latest=latest, source_up=up))
+            out.append(
+                PipelineSnapshot(
+                    name=name, pack=rt.handle.pack, latest=latest, source_up=up, evaluated_wall=rt.latest_wall
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ one run
@@ -411,7 +417,7 @@ class Runner:
             self.metrics.evaluated(h.name, "error", duration)
             log.error("evaluation failed", exc_info=True, extra={"pipeline": h.name, "error": rt.last_error})
             return None
-        rt.latest = evaluation
+        rt.latest, rt.latest_wall = evaluation, self._wall()
         rt.successes += 1
         rt.last_error = None
         self.metrics.evaluated(h.name, "success", duration)

@@ -470,5 +470,11 @@ def test_serve_replays_history_from_prometheus_as_if_live(prometheus_url: str, t
         assert start <= t < END  # evaluated on the replay clock, inside the history
         pipelines = httpx.get(server.url + "/api/v1/pipelines", timeout=10).json()
         assert "replay" in str(pipelines)
+        # liveness is wall-clock time, not the replayed past (or CSFEvaluationStale would page)
+        import time
+
+        metrics = httpx.get(server.url + "/metrics", timeout=10).text
+        (line,) = [x for x in metrics.splitlines() if x.startswith("csf_last_evaluation_timestamp_seconds{")]
+        assert abs(float(line.rsplit(" ", 1)[1]) - time.time()) < 120, line
     finally:
         assert server.stop() == 0

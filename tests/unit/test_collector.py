@@ -226,6 +226,15 @@ def test_constructed_evaluation_is_rendered_per_contract():
     assert evals == {"success": 0.0, "error": 0.0}
 
 
+def test_last_evaluation_timestamp_is_the_wall_clock_time_of_the_evaluation():
+    """A replayed or simulated clock evaluates at its own time; the liveness metric (read by
+    CSFEvaluationStale as time() - it) carries the wall-clock time the evaluation finished."""
+    ev = _evaluation()  # evaluated at 1_800_000_000 on the pipeline's clock
+    wall = 1_700_000_123.5
+    _, samples = _scrape(PipelineSnapshot("default", PACK, ev, source_up=True, evaluated_wall=wall))
+    assert _values(samples, "csf_last_evaluation_timestamp_seconds", "pipeline") == {"default": wall}
+
+
 def test_diagnosis_reason_and_windows_are_published():
     _, samples = _scrape(PipelineSnapshot("default", PACK, _evaluation(), source_up=True))
     diag = _grid(samples, "csf_constraint_diagnosis", "reason")
