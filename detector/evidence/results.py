@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -270,8 +271,6 @@ class Evaluation:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        from datetime import UTC, datetime
-
         return {
             "pipeline": self.pipeline,
             "time": datetime.fromtimestamp(self.time, UTC).isoformat().replace("+00:00", "Z"),

@@ -6,6 +6,7 @@ returns the typed value or raises ValueError with a message that completes "<ori
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import math
 import re
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 from detector.service.config_model import LOG_LEVELS, Shard
 from detector.service.state import parse_state_url
-from detector.timefmt import parse_duration
+from detector.timefmt import parse_duration, parse_time
 
 _PIPELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -195,10 +196,6 @@ def check_header_value(value: Any) -> str:
 
 
 def check_time(value: Any) -> float:
-    import datetime as dt
-
-    from detector.timefmt import parse_time
-
     if isinstance(value, dt.datetime):  # an unquoted YAML timestamp; naive means UTC
         return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
     if isinstance(value, bool) or not isinstance(value, str | int | float):

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from detector.decision.pipeline import DEFAULT_EVALUATION_INTERVAL
 from detector.errors import SpecError
 from detector.spec.pack import Pack
+from detector.timefmt import format_time
 
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 DEFAULT_HOST = "127.0.0.1"
@@ -166,8 +167,6 @@ class PrometheusSourceConfig:
             out["tenant"] = self.tenant
         out["tls_verify"] = self.tls_verify
         if self.replay_from is not None:
-            from detector.timefmt import format_time
-
             out["replay"] = {"from": format_time(self.replay_from), "speed": self.replay_speed}
         return out
 

@@ -43,6 +43,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from detector.errors import CsfError
 from detector.evidence.results import Evaluation
+from detector.timefmt import format_time
 
 DB_NAME = "csf.db"
 
@@ -264,7 +265,7 @@ class StateStore:
     def _errors(self) -> tuple[type[BaseException], ...]:
         if self.backend == "sqlite":
             return (sqlite3.Error, OSError)
-        import psycopg
+        import psycopg  # optional dependency (the postgres extra): imported only for a postgresql:// URL
 
         return (psycopg.Error, OSError)
 
@@ -518,8 +519,6 @@ class StateStore:
         self, pipeline: str, since: float | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """The newest `limit` binding changes of `pipeline` at or after `since`, oldest first."""
-        from detector.timefmt import format_time
-
         return [
             {"time": format_time(t), "previous": prev, "binding": binding, "initial": bool(initial)}
             for (t, prev, binding, initial) in self._select(

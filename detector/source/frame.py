@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from detector.errors import CsfError
+from detector.spec.matchers import describe
 from detector.spec.signals import Signal
 
 Labels = tuple[tuple[str, str], ...]
@@ -95,8 +96,6 @@ def describe_selector(metric: str, matchers: Sequence[tuple[str, ...]] = ()) -> 
     """``metric{a="b", c=~"5.."}`` for messages (no escaping: never sent as a query)."""
     if not matchers:
         return metric
-    from detector.spec.matchers import describe
-
     return metric + "{" + describe(matchers) + "}"
 
 
