@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from detector.evidence.causal import _matched_differences, _prepare, run_causal_tests
-from detector.source import native
+from detector.source import kernels, native
 from detector.source.frame import Labels
 from detector.source.openmetrics import OpenMetricsError, _Parser, write_openmetrics
 from detector.source.store import STALE_NAN, SampleStore
@@ -117,9 +117,9 @@ def test_increase_rows_equals_per_series(window: float, is_rate: bool) -> None:
     vals = np.stack([_counter(rng, n, resets=i % 2 == 0) for i in range(6)])
     vals[3, :50] = 0.0  # a counter that starts at zero
     times = np.arange(ts[0] - 500.0, ts[-1] + 500.0, 47.0)
-    got_v, got_p = native.increase_rows(ts, vals, times, window, is_rate=is_rate)
+    got_v, got_p = kernels.increase_rows(ts, vals, times, window, is_rate=is_rate)
     for r in range(vals.shape[0]):
-        want_v, want_p = native.extrapolated_increase(ts, vals[r], times, window, is_rate=is_rate)
+        want_v, want_p = kernels.extrapolated_increase(ts, vals[r], times, window, is_rate=is_rate)
         assert np.array_equal(got_p[r], want_p)
         assert np.array_equal(got_v[r], want_v, equal_nan=True)
     assert got_p.any() and not got_p.all()
@@ -173,31 +173,31 @@ def test_dense_bucket_quantile_equals_bucket_loop() -> None:
     present = np.ones(counts.shape, dtype=bool)
     for q in (0.0, 0.5, 0.95, 0.99, 1.0):
         valid = present[-1] & (present.sum(axis=0) >= 2)
-        dense = native._bucket_quantile_dense(q, bounds, counts, present, valid)
+        dense = kernels._bucket_quantile_dense(q, bounds, counts, present, valid)
         assert dense is not None
-        loop = native._bucket_quantile_loop(q, bounds, counts, present, valid)
+        loop = kernels._bucket_quantile_loop(q, bounds, counts, present, valid)
         assert np.array_equal(dense, loop, equal_nan=True)
     negative = np.array([-1.0, 0.0, 1.0, np.inf])
     c = np.cumsum(rng.exponential(1.0, size=(4, 300)), axis=0)
     p = np.ones(c.shape, dtype=bool)
     valid = p[-1].copy()
-    dense = native._bucket_quantile_dense(0.2, negative, c, p, valid)
+    dense = kernels._bucket_quantile_dense(0.2, negative, c, p, valid)
     assert dense is not None
-    assert np.array_equal(dense, native._bucket_quantile_loop(0.2, negative, c, p, valid), equal_nan=True)
+    assert np.array_equal(dense, kernels._bucket_quantile_loop(0.2, negative, c, p, valid), equal_nan=True)
     # cases the dense path must leave to the loop
     p2 = p.copy()
     p2[1, 7] = False
-    assert native._bucket_quantile_dense(0.2, negative, c, p2, valid) is None
+    assert kernels._bucket_quantile_dense(0.2, negative, c, p2, valid) is None
     nan = c.copy()
     nan[2, 5] = np.nan
-    assert native._bucket_quantile_dense(0.2, negative, nan, p, valid) is None
+    assert kernels._bucket_quantile_dense(0.2, negative, nan, p, valid) is None
     # precision noise between neighbouring buckets: both paths snap it the same way
     snap = c.copy()
     snap[2] = snap[1] * (1 + 1e-13)
     snap[3, ::2] = snap[2, ::2] * (1 - 1e-13)
-    dense = native._bucket_quantile_dense(0.2, negative, snap, p, valid)
+    dense = kernels._bucket_quantile_dense(0.2, negative, snap, p, valid)
     assert dense is not None
-    assert np.array_equal(dense, native._bucket_quantile_loop(0.2, negative, snap, p, valid), equal_nan=True)
+    assert np.array_equal(dense, kernels._bucket_quantile_loop(0.2, negative, snap, p, valid), equal_nan=True)
 
 
 def _sim_store() -> tuple[SampleStore, float]:
@@ -222,7 +222,7 @@ def test_native_queries_equal_per_series_evaluation() -> None:
         selected = store.select(metric)
         assert len(got.labels) == len(selected) > 5
         for row, (labels, ts, vals) in enumerate(selected):
-            want_v, want_p = native.extrapolated_increase(ts, vals, times, window, is_rate=True)
+            want_v, want_p = kernels.extrapolated_increase(ts, vals, times, window, is_rate=True)
             assert got.labels[row] == labels
             assert np.array_equal(got.present[row], want_p)
             assert np.array_equal(got.values[row], want_v, equal_nan=True)
@@ -234,12 +234,12 @@ def test_native_queries_equal_per_series_evaluation() -> None:
     assert frame.units
     for unit, row in zip(frame.units, frame.values, strict=True):
         rows = [i for i, lbl in enumerate(summed.labels) if dict(lbl)["region"] == dict(unit)["region"]]
-        les = [native.parse_le(dict(summed.labels[i])["le"]) for i in rows]
+        les = [kernels.parse_le(dict(summed.labels[i])["le"]) for i in rows]
         order = np.argsort(les)
         counts = np.where(summed.present[rows], summed.values[rows], 0.0)[order]
         present = summed.present[rows][order]
         valid = present[-1] & (present.sum(axis=0) >= 2)
-        want = native._bucket_quantile_loop(0.9, np.array(les)[order], counts, present, valid)
+        want = kernels._bucket_quantile_loop(0.9, np.array(les)[order], counts, present, valid)
         assert np.array_equal(row, np.where(present.any(axis=0), want, np.nan), equal_nan=True)
 
 

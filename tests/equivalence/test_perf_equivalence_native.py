@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from detector.evidence.gather import gather_evidence
-from detector.source import native
+from detector.source import kernels, native
 from detector.source.store import STALE_NAN, RefBatch, SampleStore, is_stale_marker, series_ref
 from detector.spec.load import default_pack
 from detector.spec.signals import Signal
@@ -66,12 +66,12 @@ def test_increase_list_and_rows_equal_extrapolated_increase(window: float, is_ra
         "dense": np.arange(ts[0] + 2 * window, ts[-1], window / 2),  # every step has a window
     }
     for grid, times in grids.items():
-        want = [native.extrapolated_increase(ts, r, times, window, is_rate=is_rate) for r in rows]
+        want = [kernels.extrapolated_increase(ts, r, times, window, is_rate=is_rate) for r in rows]
         # all rows; rows that never start near zero (one extrapolation factor per step);
         # counters with resets
         for subset in (list(range(len(rows))), [0, 5], [1, 6]):
             for resets in (None, [exact[r] for r in subset]):
-                got_v, got_p = native.increase_list(
+                got_v, got_p = kernels.increase_list(
                     ts, [rows[r] for r in subset], times, window, is_rate=is_rate, resets=resets
                 )
                 for k, r in enumerate(subset):
@@ -80,7 +80,7 @@ def test_increase_list_and_rows_equal_extrapolated_increase(window: float, is_ra
                 # written into given arrays (garbage before): the same
                 out = np.full(got_v.shape, 7.0)
                 pres = np.ones(got_p.shape, dtype=bool)
-                v2, p2 = native.increase_list(
+                v2, p2 = kernels.increase_list(
                     ts,
                     [rows[r] for r in subset],
                     times,
@@ -92,7 +92,7 @@ def test_increase_list_and_rows_equal_extrapolated_increase(window: float, is_ra
                 )
                 assert v2 is out and p2 is pres
                 assert same_bits(out, got_v) and np.array_equal(pres, got_p)
-        rows_v, rows_p = native.increase_rows(ts, np.stack(rows), times, window, is_rate=is_rate)
+        rows_v, rows_p = kernels.increase_rows(ts, np.stack(rows), times, window, is_rate=is_rate)
         for r in range(len(rows)):
             assert np.array_equal(rows_p[r], want[r][1])
             assert same_bits(rows_v[r], want[r][0]), (grid, r)
@@ -108,27 +108,27 @@ def test_a_fall_from_zero_keeps_the_sign_of_a_zero_increase() -> None:
     ts = np.array([0.0, 10.0, 20.0])
     vals = np.array([0.0, -1.0, -0.0])
     times = np.array([20.0])
-    want, present = native.extrapolated_increase(ts, vals, times, 30.0)
+    want, present = kernels.extrapolated_increase(ts, vals, times, 30.0)
     assert present[0] and want[0] == 0.0 and np.signbit(want[0])
-    got, _ = native.increase_list(ts, [vals], times, 30.0)
+    got, _ = kernels.increase_list(ts, [vals], times, 30.0)
     assert same_bits(got[0], want)
-    got, _ = native.increase_rows(ts, vals[None, :], times, 30.0)
+    got, _ = kernels.increase_rows(ts, vals[None, :], times, 30.0)
     assert same_bits(got[0], want)
 
 
 def test_increase_list_edge_cases() -> None:
     ts = np.array([10.0, 20.0, 30.0])
     rows = [np.array([1.0, 2.0, 3.0])]
-    v, p = native.increase_list(ts, [], np.array([30.0]), 60.0)
+    v, p = kernels.increase_list(ts, [], np.array([30.0]), 60.0)
     assert v.shape == (0, 1) and p.shape == (0, 1)
-    v, p = native.increase_list(ts[:1], [rows[0][:1]], np.array([30.0]), 60.0)
+    v, p = kernels.increase_list(ts[:1], [rows[0][:1]], np.array([30.0]), 60.0)
     assert np.isnan(v).all() and not p.any()
-    v, p = native.increase_list(ts, rows, np.array([5.0, 500.0]), 60.0)  # no window holds two samples
+    v, p = kernels.increase_list(ts, rows, np.array([5.0, 500.0]), 60.0)  # no window holds two samples
     assert not p.any()
     out, pres = np.zeros((1, 2)), np.ones((1, 2), dtype=bool)
-    native.increase_list(ts, rows, np.array([5.0, 500.0]), 60.0, out=out, present=pres)
+    kernels.increase_list(ts, rows, np.array([5.0, 500.0]), 60.0, out=out, present=pres)
     assert np.isnan(out).all() and not pres.any()
-    native.increase_list(ts[:1], [rows[0][:1]], np.array([5.0, 500.0]), 60.0, out=out, present=pres)
+    kernels.increase_list(ts[:1], [rows[0][:1]], np.array([5.0, 500.0]), 60.0, out=out, present=pres)
     assert np.isnan(out).all() and not pres.any()
 
 
@@ -242,8 +242,8 @@ def test_rates_equal_per_series(window: float) -> None:
         assert len(selected) == 13
         n = 0
         for row, (labels, ts, vals) in enumerate(selected):
-            want_v, want_p = native.extrapolated_increase(ts, vals, times, window, is_rate=True)
-            n += int(native._clip(ts, vals, float(times[0]) - window, float(times[-1]))[0].size)
+            want_v, want_p = kernels.extrapolated_increase(ts, vals, times, window, is_rate=True)
+            n += int(kernels.clip(ts, vals, float(times[0]) - window, float(times[-1]))[0].size)
             assert got.labels[row] == labels
             assert np.array_equal(got.present[row], want_p)
             assert same_bits(got.values[row], want_v), labels
@@ -337,7 +337,7 @@ def reference_quantile(
     groups: dict[Any, dict[float, list[int]]] = {}
     for i, lbl in enumerate(summed.labels):
         d = dict(lbl)
-        ub = native.parse_le(d.pop("le"))
+        ub = kernels.parse_le(d.pop("le"))
         assert ub is not None
         groups.setdefault(tuple(sorted(d.items())), {}).setdefault(ub, []).append(i)
     out = {}
@@ -346,7 +346,7 @@ def reference_quantile(
         counts = np.array([sum_rows(masked, per_bound[b]) for b in bounds])
         present = np.array([summed.present[per_bound[b]].any(axis=0) for b in bounds])
         valid = present[-1] & (present.sum(axis=0) >= 2)
-        q = native._bucket_quantile_loop(float(sig.quantile or 0), np.array(bounds), counts, present, valid)
+        q = kernels._bucket_quantile_loop(float(sig.quantile or 0), np.array(bounds), counts, present, valid)
         out[key] = np.where(present.any(axis=0), q, np.nan)
     return out
 

@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 
 from detector.source.frame import SignalFrame
-from detector.source.native import (
-    NativeSource,
-    bucket_quantile,
-    evaluate_instant,
-    evaluation_times,
-    extrapolated_increase,
-    parse_le,
-)
+from detector.source.kernels import bucket_quantile, extrapolated_increase, parse_le
+from detector.source.native import NativeSource, evaluate_instant, evaluation_times
 from detector.source.promql import compile_promql
 from detector.source.store import STALE_NAN, SampleStore, is_stale_marker
 from detector.spec.signals import Signal
