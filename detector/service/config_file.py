@@ -401,9 +401,9 @@ def _parse_pipeline(f: ConfigFile, item: Node, field: str, seen: dict[str, int])
         source = None
         with f.each():
             source = _parse_source(f, src_node, f"{field}.source")
+        pairs = src_node.value if isinstance(src_node, MappingNode) else []
         scenario_node = next(
-            (v for k, v in getattr(src_node, "value", ()) if isinstance(k, ScalarNode) and k.value == "scenario"),
-            src_node,
+            (v for k, v in pairs if isinstance(k, ScalarNode) and k.value == "scenario"), src_node
         )
         source_where = f"{f.where(scenario_node)}: {field}.source.scenario"
     if name is None or source is None or name in seen:

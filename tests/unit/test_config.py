@@ -324,3 +324,12 @@ def test_environment_flag_and_pack_problems_are_reported_together(tmp_path):
     assert problems[2].startswith(f"--pack '{bad_pack}': invalid pack: {bad_pack}:1:1: ")
     assert "constraints: missing required field 'constraints'" in problems[2]
     assert len(problems) == 3  # the pack is invalid: its pipeline's scenario is not judged on top of it
+
+
+@pytest.mark.parametrize("source", ["[simulator]", "simulator", "{type: simulator, seed: x}"])
+def test_a_source_that_is_not_a_mapping_is_reported_not_crashed_on(tmp_path, source):
+    """The walk goes on after a bad source: it must not trip over what it could not read."""
+    cfg = _write(tmp_path / "csf.yaml", f"pipelines:\n  - name: a\n    source: {source}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, {}, {})
+    assert len(info.value.problems) == 1 and "pipelines[0].source" in info.value.problems[0]
