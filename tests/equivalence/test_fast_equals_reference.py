@@ -21,7 +21,8 @@ import pytest
 from detector.evidence.causal import _matched_differences, _prepare, run_causal_tests
 from detector.source import kernels, native
 from detector.source.frame import Labels
-from detector.source.openmetrics import OpenMetricsError, _Parser, write_openmetrics
+from detector.source.openmetrics import OpenMetricsError, write_openmetrics
+from detector.source.openmetrics.parser import _Parser
 from detector.source.store import STALE_NAN, SampleStore
 from detector.spec.pack import CausalSettings
 from detector.spec.signals import Signal
