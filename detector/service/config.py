@@ -104,7 +104,7 @@ from detector.service.config_model import (
     shard_of,
 )
 from detector.service.state import redact_url_safely
-from detector.sim.simulator import SCENARIOS as VIDEO_SCENARIOS
+from detector.sim.scenarios import SCENARIOS as VIDEO_SCENARIOS
 from detector.sim.web import SCENARIOS as WEB_SCENARIOS
 from detector.spec.load import BUILTIN_PACKS, PackError, builtin_pack, default_pack, load_pack
 

@@ -36,11 +36,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from detector.sim.simulator import BLOCK_STEPS, SeriesChunk, Simulator
+from detector.sim.metrics import SeriesChunk
+from detector.sim.simulator import BLOCK_STEPS, Simulator
 
 POD_JOB = "platform"
 EXPORTER_JOB = "platform-exporter"
@@ -234,25 +234,6 @@ class ShapedSimulator:
         return out
 
 
-def shape_from_args(args: Any, parse_duration: Any) -> Shape:
-    """The `Shape` of `csf simulate`'s --pods/--lost-scrapes/--late-unit/--counter-reset flags."""
-    late: tuple[tuple[str, str], ...] = ()
-    late_after = 0.0
-    if getattr(args, "late_unit", None):
-        late, after = parse_late_unit(args.late_unit)
-        late_after = parse_duration(after)
-    resets = tuple(sorted(parse_duration(r) for r in (getattr(args, "counter_reset", None) or ())))
-    lost = getattr(args, "lost_scrapes", None) or 0.0
-    if not (0.0 <= float(lost) < 1.0):
-        raise ValueError(f"--lost-scrapes must be in [0, 1), got {lost!r}")
-    pods = int(getattr(args, "pods", None) or 0)
-    if not 0 <= pods <= 64:
-        raise ValueError(f"--pods must be between 0 and 64, got {pods}")
-    return Shape(
-        pods=pods, lost_scrape_ratio=float(lost), late_unit=late, late_after=late_after, counter_resets=resets
-    )
-
-
 __all__ = [
     "EXPORTER_INSTANCE",
     "EXPORTER_JOB",
@@ -260,5 +241,4 @@ __all__ = [
     "Shape",
     "ShapedSimulator",
     "parse_late_unit",
-    "shape_from_args",
 ]

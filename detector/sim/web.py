@@ -35,7 +35,7 @@ import numpy as np
 from scipy import special
 from scipy.signal import lfilter
 
-from detector.sim.simulator import SeriesChunk, format_le
+from detector.sim.metrics import SeriesChunk, format_le
 
 DAY = 86400.0
 REGIONS = ("us", "eu", "apac")
@@ -240,38 +240,4 @@ class WebShopSimulator:
                 yield metric, "counter", {la: a, lb: b}, ts_out, cum[k_from:, j]
 
 
-def web_simulate_cli(args: Any) -> int:
-    """`csf simulate --platform web`: write the web shop's metrics as OpenMetrics."""
-    import sys
-    import time
-
-    from detector.source.openmetrics import write_openmetrics
-    from detector.timefmt import format_time, parse_duration, parse_time
-
-    scenario = args.scenario or "web_sequence"
-    if scenario not in SCENARIOS:
-        sys.stderr.write(f"csf simulate: unknown web scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}\n")
-        return 2
-    if args.serve or not args.output:
-        sys.stderr.write("csf simulate: --platform web writes a file: pass --output FILE\n")
-        return 2
-    try:
-        interval = parse_duration(args.interval)
-        days = DURATION_DAYS[scenario] if args.days is None else float(args.days)
-        if not (days > 0 and math.isfinite(days)) or interval <= 0:
-            raise ValueError("--days and --interval must be > 0")
-        start = parse_time(args.start) if args.start else math.floor((time.time() - days * DAY) / interval) * interval
-    except ValueError as exc:
-        sys.stderr.write(f"csf simulate: {exc}\n")
-        return 2
-    sim = WebShopSimulator(scenario, args.seed, origin=start, interval=interval, history=0.0)
-    with open(args.output, "w", encoding="utf-8", newline="\n") as fh:
-        n = write_openmetrics(fh, sim.generate(start, start + days * DAY), help=HELP)
-    sys.stderr.write(
-        f"csf simulate: wrote {n} samples of web scenario {scenario!r} (seed {args.seed}) "
-        f"from {format_time(start)} every {interval:g}s\n"
-    )
-    return 0
-
-
-__all__ = ["DURATION_DAYS", "HELP", "SCENARIOS", "WebPhase", "WebShopSimulator", "web_simulate_cli"]
+__all__ = ["DURATION_DAYS", "HELP", "SCENARIOS", "WebPhase", "WebShopSimulator"]

@@ -59,7 +59,7 @@ from detector.evidence.results import Evaluation
 from detector.service.config import AlertmanagerConfig, ConfigError, load_config
 from detector.service.pipelines import PipelineHandle
 from detector.service.runner import Runner
-from detector.sim.simulator import SCENARIOS
+from detector.sim.scenarios import SCENARIOS
 from detector.spec.load import default_pack
 from detector.spec.pack import Pack
 from exporters.alertmanager import PushResult

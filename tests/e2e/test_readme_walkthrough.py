@@ -21,7 +21,8 @@ import httpx
 import pytest
 import yaml
 
-from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.sim.metrics import METRIC_HELP
+from detector.sim.simulator import Simulator
 from detector.source.openmetrics import write_openmetrics
 from tests._procs import PROMTOOL, PrometheusProcess, require_binary, wait_until
 from tests.conftest import start_csf_server

@@ -13,7 +13,8 @@ from collections import Counter
 import pytest
 
 from detector.decision.backtest import run_backtest, summary
-from detector.sim.simulator import SCENARIOS, Simulator
+from detector.sim.scenarios import SCENARIOS
+from detector.sim.simulator import Simulator
 from detector.source.native import NativeSource
 from detector.source.store import SampleStore
 from detector.spec.load import default_pack

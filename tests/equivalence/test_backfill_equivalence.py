@@ -45,7 +45,8 @@ import pytest
 
 from detector.decision.pipeline import Pipeline
 from detector.evidence.results import Evaluation
-from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.sim.metrics import METRIC_HELP
+from detector.sim.simulator import Simulator
 from detector.source.frame import SignalFrame, Source
 from detector.source.native import NativeSource
 from detector.source.openmetrics import load_openmetrics, write_openmetrics

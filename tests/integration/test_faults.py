@@ -314,7 +314,8 @@ def prometheus_with_data(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real Prometheus serving the `latency_binding` scenario backfilled up to just after now."""
     import subprocess
 
-    from detector.sim.simulator import METRIC_HELP, Simulator
+    from detector.sim.metrics import METRIC_HELP
+    from detector.sim.simulator import Simulator
     from detector.source.openmetrics import write_openmetrics
     from tests._procs import PROMTOOL, PrometheusProcess, require_binary
 

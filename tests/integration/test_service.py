@@ -486,7 +486,7 @@ def test_e2e_metrics_have_exactly_one_binding(live_server: ServerProcess):
     assert len(ones) == 1, [(s.labels, s.value) for s in binding]
     # the service starts at offset 0 of the 'sequence' scenario, whose history plays its first
     # phase: the answer the simulator was built to produce there is latency
-    from detector.sim.simulator import SCENARIOS
+    from detector.sim.scenarios import SCENARIOS
 
     assert ones[0].labels["constraint"] == SCENARIOS["sequence"].phases[0].expected_binding == "latency"
     assert all(s.labels["pipeline"] == "default" for s in binding)

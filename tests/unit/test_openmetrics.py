@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.sim.metrics import METRIC_HELP
+from detector.sim.simulator import Simulator
 from detector.source.openmetrics import (
     LoadStats,
     OpenMetricsError,

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from detector.cli import main
-from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.sim.metrics import METRIC_HELP
+from detector.sim.simulator import Simulator
 from detector.source.openmetrics import write_openmetrics
 
 ORIGIN = 1_700_000_100.0

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from detector.cli import main
+from detector.sim.metrics import METRIC_HELP
 from detector.sim.shape import EXPORTER_INSTANCE, Shape, ShapedSimulator, parse_late_unit
-from detector.sim.simulator import METRIC_HELP, Simulator
+from detector.sim.simulator import Simulator
 from detector.source.openmetrics import load_openmetrics, write_openmetrics
 from detector.source.store import SampleStore
 

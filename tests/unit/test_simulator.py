@@ -18,14 +18,9 @@ import numpy as np
 import pytest
 
 from detector.cli import main as csf_main
-from detector.sim.simulator import (
-    BLOCK_STEPS,
-    SCENARIOS,
-    Phase,
-    ScenarioSpec,
-    Simulator,
-    serve_simulator,
-)
+from detector.sim.collector import serve_simulator
+from detector.sim.scenarios import SCENARIOS, Phase, ScenarioSpec
+from detector.sim.simulator import BLOCK_STEPS, Simulator
 from detector.source.openmetrics import parse_openmetrics
 
 T0 = 1_790_000_040.0  # deliberately not aligned to a minute or a day
