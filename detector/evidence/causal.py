@@ -83,12 +83,26 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-from scipy import linalg, special, stats
+from scipy import special, stats
 
+from detector.evidence.granger import granger_fit
+from detector.evidence.panel import (
+    DoseFit,
+    DoseResult,
+    GrangerResult,
+    Panel,
+    SlopeFit,
+    SlopeResult,
+    Unavailable,
+    check_panel,
+    groups,
+    has_label,
+    newey_west_lags,
+    no_variation,
+    prepare_panel,
+)
 from detector.evidence.results import TEST_NAMES, CausalEvidence, TestOutcome, TestResult, Verdict
 from detector.spec.pack import CausalSettings
 
@@ -96,80 +110,8 @@ GAMMA_MAX = 20.0
 """Sensitivity values above this are reported as GAMMA_MAX."""
 MIN_PAIRS = 10
 """Fewer non-zero matched-pair differences than this: Gamma* is not computed."""
-_VARIATION_RTOL = 1e-9
-"""A demeaned series whose norm is below this share of the raw norm has no variation."""
 _RHO_SLACK = 1e-9
 """Rounding slack on rho >= dose_min_rho (with 5 bins rho is a multiple of 0.1)."""
-_PIVOT_RTOL = 1e-7
-"""Cholesky pivot of the unit-norm lag Gram matrix (the sine of a column's angle to the
-columns before it) below this: the lag matrix is singular."""
-_COV_RTOL = 1e-10
-"""Smallest eigenvalue of the robust correlation matrix of the tested lag coefficients
-below this: that covariance is singular (too few time steps for the test)."""
-
-
-# --------------------------------------------------------------------------------------
-# Typed intermediate results (shared with the reference implementation)
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    """A statistic that cannot be computed on this data (-> INCONCLUSIVE)."""
-
-    reason: str
-    n: int
-
-
-@dataclass(frozen=True)
-class SlopeFit:
-    """Test-1 regression on a set of units."""
-
-    slope: float
-    se: float
-    t: float
-    p: float
-    n: int
-    """Usable points."""
-    units: int
-    df: float
-    """Degrees of freedom of the t distribution used for p."""
-    two_way: bool
-    hac_lags: int
-    """Newey-West lags (single unit), 0 when clustered."""
-
-
-@dataclass(frozen=True)
-class GrangerFit:
-    f_xy: float
-    p_xy: float
-    f_yx: float
-    p_yx: float
-    n: int
-    """Rows (unit, step) with complete lags."""
-    df_num: int
-    df_den: int
-    """F(df_num, df_den) reference distribution: df_den = periods - df_num."""
-    periods: int
-    """Steps with at least one complete row: the clusters of the covariance."""
-
-
-@dataclass(frozen=True)
-class DoseFit:
-    rho: float
-    t: float
-    p: float
-    df: float
-    n: int
-    bin_means: tuple[float, ...]
-    """Means of the non-empty bins, in bin order."""
-    bin_counts: tuple[int, ...]
-
-
-SlopeResult = SlopeFit | Unavailable
-GrangerResult = GrangerFit | Unavailable
-DoseResult = DoseFit | Unavailable
-
-
 # --------------------------------------------------------------------------------------
 # Public API
 
@@ -192,19 +134,19 @@ def run_causal_tests(
     yz = np.where(mask, ya, 0.0)
     all_units = np.arange(xa.shape[0])
 
-    panel = _prepare(xz, yz, mask, all_units)
+    panel = prepare_panel(xz, yz, mask, all_units)
     within = _slope(panel, settings.min_points)
-    strat = [(lab, _slope(_prepare(xz, yz, mask, rows), settings.min_points)) for lab, rows in groups(strata)]
+    strat = [(lab, _slope(prepare_panel(xz, yz, mask, rows), settings.min_points)) for lab, rows in groups(strata)]
     segs = [
-        (lab, _slope(_prepare(xz, yz, mask, rows), settings.min_points)) for lab, rows in groups(segments)
+        (lab, _slope(prepare_panel(xz, yz, mask, rows), settings.min_points)) for lab, rows in groups(segments)
     ]
-    granger = _granger(panel, settings.lags, settings.min_points)
+    granger = granger_fit(panel, settings.lags, settings.min_points)
     dose = _dose(xa[mask], ya[mask], settings.dose_bins, settings.min_points)
 
     tests = (
         judge_within(within, settings),
-        judge_groups("stratification", strat, _has_label(strata), settings),
-        judge_groups("segment_consistency", segs, _has_label(segments), settings),
+        judge_groups("stratification", strat, has_label(strata), settings),
+        judge_groups("segment_consistency", segs, has_label(segments), settings),
         judge_precedence(granger, settings),
         judge_dose(dose, settings),
     )
@@ -221,106 +163,11 @@ def sensitivity_gamma(x: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> floa
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     mask = np.isfinite(xa) & np.isfinite(ya)
-    panel = _prepare(np.where(mask, xa, 0.0), np.where(mask, ya, 0.0), mask, np.arange(xa.shape[0]))
+    panel = prepare_panel(np.where(mask, xa, 0.0), np.where(mask, ya, 0.0), mask, np.arange(xa.shape[0]))
     return _gamma_from_pairs(_matched_differences(panel), alpha)
 
 
-# --------------------------------------------------------------------------------------
-# Input handling (shared)
-
-
-def check_panel(
-    x: np.ndarray, y: np.ndarray, strata: Sequence[str], segments: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate shapes and label counts; return float copies of x and y."""
-    xa = np.asarray(x, dtype=float)
-    ya = np.asarray(y, dtype=float)
-    if xa.ndim != 2 or ya.ndim != 2:
-        raise ValueError(f"x and y must be 2-D (units, steps), got {xa.ndim}-D and {ya.ndim}-D")
-    if xa.shape != ya.shape:
-        raise ValueError(f"x and y shapes differ: {xa.shape} vs {ya.shape}")
-    if len(strata) != xa.shape[0] or len(segments) != xa.shape[0]:
-        raise ValueError(
-            f"need one stratum and one segment label per unit ({xa.shape[0]} units), "
-            f"got {len(strata)} and {len(segments)}"
-        )
-    return xa, ya
-
-
-def groups(labels: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-    """Units per non-empty label value, in order of first appearance."""
-    out: dict[str, list[int]] = {}
-    for i, lab in enumerate(labels):
-        if lab:
-            out.setdefault(str(lab), []).append(i)
-    return [(lab, np.asarray(rows, dtype=int)) for lab, rows in out.items()]
-
-
-def _has_label(labels: Sequence[str]) -> bool:
-    return any(bool(lab) for lab in labels)
-
-
-def no_variation(demeaned_ss: float, raw_ss: float) -> bool:
-    """True when a demeaned series carries no variation relative to its raw scale."""
-    return not demeaned_ss > (_VARIATION_RTOL**2) * raw_ss
-
-
-def newey_west_lags(n: int) -> int:
-    return int(math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)))
-
-
-# --------------------------------------------------------------------------------------
-# Test 1 machinery: exact (two-way) within transformation on the grid
-
-
-@dataclass(frozen=True)
-class _Panel:
-    mask: np.ndarray
-    """(G, T) usable points of the kept units."""
-    xz: np.ndarray
-    yz: np.ndarray
-    xd: np.ndarray
-    """Demeaned X, zero where not usable."""
-    yd: np.ndarray
-    n: int
-    two_way: bool
-
-
-def _prepare(xz: np.ndarray, yz: np.ndarray, mask: np.ndarray, rows: np.ndarray) -> _Panel | Unavailable:
-    m = mask[rows]
-    n_all = int(m.sum())
-    keep = m.sum(axis=1) >= 2
-    if not keep.any():
-        return Unavailable("no unit has two usable points", n_all)
-    m = m[keep]
-    sel = rows[keep]
-    xs = xz[sel]
-    ys = yz[sel]
-    w = m.astype(float)
-    two_way = sel.size >= 3
-    z = np.stack([xs, ys])  # (2, G, T)
-    n_u = w.sum(axis=1)
-    if not two_way:
-        zd = (z - (z.sum(axis=2) / n_u)[:, :, None]) * w
-    elif m.all():
-        # Balanced: the two-way within transformation in closed form (time means, then unit means).
-        zt = z - z.mean(axis=1, keepdims=True)
-        zd = zt - zt.mean(axis=2, keepdims=True)
-    else:
-        n_t = w.sum(axis=0)
-        inv_t = np.divide(1.0, n_t, out=np.zeros_like(n_t), where=n_t > 0)
-        zt = (z - (z.sum(axis=1) * inv_t)[:, None, :]) * w  # time-demeaned
-        # Normal equations of the time-demeaned unit dummies (last unit as reference).
-        a = np.diag(n_u) - (w * inv_t) @ w.T
-        b = zt.sum(axis=2).T  # (G, 2)
-        coef = np.zeros_like(b)
-        coef[:-1] = np.linalg.lstsq(a[:-1, :-1], b[:-1], rcond=1e-10)[0]
-        proj_t = (coef.T @ w) * inv_t  # (2, T)
-        zd = zt - (coef.T[:, :, None] - proj_t[:, None, :]) * w
-    return _Panel(m, xs, ys, zd[0], zd[1], int(m.sum()), two_way)
-
-
-def _slope(panel: _Panel | Unavailable, min_points: int) -> SlopeResult:
+def _slope(panel: Panel | Unavailable, min_points: int) -> SlopeResult:
     if isinstance(panel, Unavailable):
         return panel
     n = panel.n
@@ -360,101 +207,6 @@ def _t_test(est: float, se: float, df: float) -> tuple[float, float]:
     if est == 0.0:
         return 0.0, 1.0
     return math.copysign(math.inf, est), 0.0
-
-
-# --------------------------------------------------------------------------------------
-# Test 4: pooled panel Granger, both directions
-
-
-def _granger(panel: _Panel | Unavailable, lags: int, min_points: int) -> GrangerResult:
-    if isinstance(panel, Unavailable):
-        return panel
-    if lags < 1:
-        return Unavailable(f"lags must be >= 1, got {lags}", 0)
-    m, xd, yd = panel.mask, panel.xd, panel.yd
-    k = 2 * lags + 1
-    if no_variation(float(np.sum(xd * xd)), float(np.sum(panel.xz * panel.xz))):
-        return Unavailable("X has no within-unit variation", panel.n)
-    if no_variation(float(np.sum(yd * yd)), float(np.sum(panel.yz * panel.yz))):
-        return Unavailable("Y has no within-unit variation", panel.n)
-    if m.shape[1] > lags:
-        valid = sliding_window_view(m, lags + 1, axis=1).all(axis=2)  # row t = lags + j
-    else:
-        valid = np.zeros((m.shape[0], 0), dtype=bool)
-    n = int(valid.sum())
-    if n < max(min_points, k + 1):
-        return Unavailable(f"only {n:,} steps with {lags} complete lags (< {max(min_points, k + 1)})", n)
-    periods = int(valid.any(axis=0).sum())
-    if periods < lags + 2:
-        return Unavailable(f"only {periods} time steps with {lags} complete lags (< {lags + 2})", n)
-    # Per unit, the columns constant, y lags 1..L, x lags 1..L, y_t, x_t on the step grid,
-    # zero where a row is incomplete (so sums over units or steps are plain axis sums),
-    # and their Gram matrices.
-    units, width = valid.shape
-    vf = valid.astype(float)
-    cols = np.empty((units, k + 2, width))
-    cols[:, 0] = vf
-    for lag in range(lags + 1):
-        window = slice(lags - lag, lags - lag + width)
-        np.multiply(yd[:, window], vf, out=cols[:, k if lag == 0 else lag])
-        np.multiply(xd[:, window], vf, out=cols[:, k + 1 if lag == 0 else lags + lag])
-    grams = cols @ cols.transpose(0, 2, 1)  # (units, k + 2, k + 2)
-    raw = grams.sum(axis=0)
-    norms = np.sqrt(np.diag(raw))
-    if not np.all(norms > 0.0):
-        return Unavailable("lag matrix is singular (a lag column is all zero)", n)
-    gram = raw / np.outer(norms, norms)
-    z = cols[:, :k]
-    n_u = valid.sum(axis=1)
-    correction = periods / (periods - 1.0) * (n - 1.0) / (n - k)
-    own_y, own_x = list(range(1, lags + 1)), list(range(lags + 1, k))
-    out: list[tuple[float, float]] = []
-    for target, own, other in ((k, own_y, own_x), (k + 1, own_x, own_y)):
-        order = [0, *own, *other, target]
-        try:
-            chol = np.linalg.cholesky(gram[np.ix_(order, order)])
-        except np.linalg.LinAlgError:
-            return Unavailable("lag matrix is singular or fits the series exactly", n)
-        pivots = np.diag(chol)
-        if np.any(pivots[:k] <= _PIVOT_RTOL):
-            return Unavailable("lag matrix is singular (collinear lags)", n)
-        if not pivots[k] > 0.0:  # the residual norm (scaled): the last Cholesky pivot
-            return Unavailable("lags fit the series exactly", n)
-        # 1. Pooled OLS (from the Cholesky factor), for each unit's residual variance.
-        coef = np.zeros(k)
-        coef[order[:k]] = linalg.solve_triangular(
-            chol[:k, :k], chol[k, :k], trans="T", lower=True, check_finite=False
-        )
-        resid = cols[:, target] - (coef * (norms[target] / norms[:k])) @ z
-        rss_u = np.einsum("ut,ut->u", resid, resid)
-        pooled = float(rss_u.sum()) / (n - k)
-        if not pooled > 0.0:
-            return Unavailable("lags fit the series exactly", n)
-        weight = (n_u + k) / (rss_u + k * pooled)  # 1 / shrunken unit variance
-        # 2. Weighted least squares with those unit weights (normalised columns).
-        wgram = np.tensordot(weight, grams, axes=1)
-        scale = np.sqrt(np.diag(wgram)[:k])
-        try:
-            factor = linalg.cho_factor(wgram[:k, :k] / np.outer(scale, scale), lower=True, check_finite=False)
-        except linalg.LinAlgError:
-            return Unavailable("lag matrix is singular (collinear lags)", n)
-        coef_w = linalg.cho_solve(factor, wgram[:k, target] / scale, check_finite=False)
-        resid_w = cols[:, target] - (coef_w / scale) @ z
-        # 3. Covariance clustered by step: each step's scores summed over units.
-        h = np.einsum("uct,ut->ct", z, resid_w * weight[:, None]) / scale[:, None]
-        meat = h @ h.T
-        bread = linalg.cho_solve(factor, np.eye(k), check_finite=False)[other]
-        cov = bread @ meat @ bread.T * correction
-        est = coef_w[other]
-        sd = np.sqrt(np.diag(cov))
-        if not np.all(sd > 0.0) or np.linalg.eigvalsh(cov / np.outer(sd, sd))[0] <= _COV_RTOL:
-            return Unavailable("robust covariance of the lag coefficients is singular", n)
-        wald = float(est @ np.linalg.solve(cov, est))
-        f = wald / lags * (periods - lags) / (periods - 1.0)
-        p = float(special.fdtrc(lags, periods - lags, f))  # = stats.f.sf(f, lags, periods - lags)
-        out.append((f, p))
-    (f_xy, p_xy), (f_yx, p_yx) = out
-    return GrangerFit(f_xy, p_xy, f_yx, p_yx, n, lags, periods - lags, periods)
 
 
 # --------------------------------------------------------------------------------------
@@ -507,7 +259,7 @@ def _dose(xv: np.ndarray, yv: np.ndarray, bins: int, min_points: int) -> DoseRes
 # Sensitivity
 
 
-def _matched_differences(panel: _Panel | Unavailable) -> np.ndarray:
+def _matched_differences(panel: Panel | Unavailable) -> np.ndarray:
     if isinstance(panel, Unavailable):
         return np.zeros(0)
     mask, xz, yz = panel.mask, panel.xd, panel.yd
@@ -769,19 +521,11 @@ def assemble_evidence(
 __all__ = [
     "GAMMA_MAX",
     "MIN_PAIRS",
-    "DoseFit",
-    "GrangerFit",
-    "SlopeFit",
-    "Unavailable",
     "assemble_evidence",
-    "check_panel",
-    "groups",
     "judge_dose",
     "judge_groups",
     "judge_precedence",
     "judge_within",
-    "newey_west_lags",
-    "no_variation",
     "run_causal_tests",
     "sensitivity_gamma",
 ]

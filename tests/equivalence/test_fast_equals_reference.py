@@ -18,7 +18,8 @@ import math
 import numpy as np
 import pytest
 
-from detector.evidence.causal import _matched_differences, _prepare, run_causal_tests
+from detector.evidence.causal import _matched_differences, run_causal_tests
+from detector.evidence.panel import prepare_panel
 from detector.source import kernels, native
 from detector.source.frame import Labels
 from detector.source.openmetrics import OpenMetricsError, write_openmetrics
@@ -90,7 +91,7 @@ def test_matched_pairs_vectorised_equals_per_unit_loop() -> None:
     x[4, :] = np.nan
     x[4, :3] = [1.0, 1.0, 1.0]  # three points: one pair
     mask = np.isfinite(x) & np.isfinite(y)
-    panel = _prepare(np.where(mask, x, 0.0), np.where(mask, y, 0.0), mask, np.arange(7))
+    panel = prepare_panel(np.where(mask, x, 0.0), np.where(mask, y, 0.0), mask, np.arange(7))
     assert not isinstance(panel, type(None))
     got = _matched_differences(panel)
     want = _pairs_loop(panel.mask, panel.xd, panel.yd)  # type: ignore[union-attr]

@@ -20,20 +20,22 @@ import statsmodels.api as sm
 from scipy import optimize, stats
 
 from detector.evidence.causal import (
-    _COV_RTOL,
     GAMMA_MAX,
     MIN_PAIRS,
-    DoseFit,
-    GrangerFit,
-    SlopeFit,
-    Unavailable,
     assemble_evidence,
-    check_panel,
-    groups,
     judge_dose,
     judge_groups,
     judge_precedence,
     judge_within,
+)
+from detector.evidence.panel import (
+    COV_RTOL,
+    DoseFit,
+    GrangerFit,
+    SlopeFit,
+    Unavailable,
+    check_panel,
+    groups,
     newey_west_lags,
     no_variation,
 )
@@ -180,7 +182,7 @@ def _granger(pts: _Points | Unavailable, lags: int, min_points: int) -> GrangerF
         )
         cov = restriction @ wls.cov_params() @ restriction.T
         sd = np.sqrt(np.diag(cov))
-        if not np.all(sd > 0.0) or np.linalg.eigvalsh(cov / np.outer(sd, sd))[0] <= _COV_RTOL:
+        if not np.all(sd > 0.0) or np.linalg.eigvalsh(cov / np.outer(sd, sd))[0] <= COV_RTOL:
             return Unavailable("robust covariance of the lag coefficients is singular", n)
         wald = wls.wald_test(restriction, use_f=True, scalar=True)  # F = W / L, CR1 by step
         f = float(wald.fvalue) * (periods - lags) / (periods - 1.0)
