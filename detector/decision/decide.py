@@ -43,7 +43,7 @@ from detector.evidence.results import (
     EvidenceSet,
     MetaReport,
 )
-from detector.spec.pack import OBSERVABILITY, Pack
+from detector.spec.pack import OBSERVABILITY, Constraint, Pack
 
 
 @dataclass(frozen=True)
@@ -268,6 +268,12 @@ def decide(
     meta: MetaReport,
     pipeline: str = "default",
 ) -> tuple[Evaluation, HysteresisState]:
+    """One evaluation's verdict from its evidence (framework.md §5): each constraint's raw state
+    (`raw_state`), the candidate binding constraint (the first in sequence order beyond target,
+    sustained and causally proven, or `observability` when an earlier one cannot be judged),
+    hysteresis over evaluations (`state` in, the next state out), each constraint's state and
+    decision (binding, deferred behind a binding predecessor, at_limit, resolved, ...), and the
+    system's decision with its explanation, composite pairs and re-evaluation triggers."""
     raws = {e.name: raw_state(pack, e) for e in evidence.constraints}
     by_name = {e.name: e for e in evidence.constraints}
     ratios = {e.name: e.ratio for e in evidence.constraints}
@@ -278,101 +284,18 @@ def decide(
     # resolved marks stay until the constraint is beyond target again
     resolved = {n for n in new_state.resolved if n != published and raws[n].state in ("slack", "at_limit")}
     triggers = _triggers(pack, evidence, state, ratios)
-
-    blocked_by = {}
-    if published and published != OBSERVABILITY:
-        for c in pack.constraints:
-            if published in pack.ancestors(c.name):
-                blocked_by[c.name] = published
-
-    results: list[ConstraintResult] = []
-    for c in pack.constraints:
-        ev = by_name[c.name]
-        raw = raws[c.name]
-        state_name, decision, why = raw.state, "stop", raw.reason
-        if raw.state == "observe":
-            decision = "observe"
-        elif raw.state == "proxy":
-            decision = "investigate"
-        if c.name == published:
-            state_name = "binding"
-            decision, econ_why = _constraint_decision(pack, ev)
-            why = f"binding: {raw.reason}; {econ_why}"
-            if not raw.candidate:
-                why += f" (held by hysteresis until pressure stays below {1 - pack.hysteresis.dead_band:.2f} for {pack.hysteresis.exit_after} evaluations)"
-        elif raw.candidate:
-            if c.name in blocked_by:
-                state_name, decision = "deferred", "defer"
-                why = f"deferred: predecessor {blocked_by[c.name]} is binding; {raw.reason}"
-            elif published == OBSERVABILITY:
-                state_name, decision = "at_limit", "observe"
-                why = f"{raw.reason}; not claimed while an earlier constraint cannot be judged"
-            else:
-                state_name, decision = "at_limit", "defer"
-                held = new_state.pending_count if new_state.pending == c.name else 0
-                why = (
-                    f"{raw.reason}; becomes binding after {pack.hysteresis.enter_after} consecutive evaluations "
-                    f"(held {held})"
-                )
-                if candidate != c.name:
-                    why = f"{raw.reason}; an earlier constraint in the sequence takes precedence"
-        elif raw.state == "at_limit" and c.name in blocked_by and (ev.ratio or 0.0) > 1.0:
-            state_name, decision = "deferred", "defer"
-            why = f"deferred: predecessor {blocked_by[c.name]} is binding; {raw.reason}"
-        elif raw.state == "proxy" and c.name in blocked_by:
-            why = f"{raw.reason} (predecessor {blocked_by[c.name]} is binding)"
-        elif raw.state in ("slack", "at_limit") and c.name in resolved:
-            state_name = "resolved"
-            why = f"resolved: was binding, now held within target; {raw.reason}"
-        results.append(
-            ConstraintResult(
-                name=c.name,
-                layer=c.layer,
-                state=state_name,
-                decision=decision,
-                explanation=why,
-                pressure=ev.pressure,
-                target=c.target if c.kind != "meta" else pack.organisation.meta_overhead_limit,
-                causal=ev.causal,
-                economics=ev.economics,
-                missing=ev.missing,
-                diagnoses=ev.diagnoses + ((raw.diagnosis,) if raw.diagnosis is not None else ()),
-                windows=ev.windows,
-                guards=ev.guards,
-                candidate=raw.candidate,
-                triggers=tuple(t for t in triggers if t.startswith(c.name + ":")),
-            )
-        )
-
+    view = _View(pack, published, candidate, new_state, resolved, _blocked_by(pack, published))
+    results = [
+        _constraint_result(view, c, by_name[c.name], raws[c.name], triggers) for c in pack.constraints
+    ]
     system_decision, explanation = _system_decision(pack, published, results, candidate_reason, evidence)
-    rois = {r.name: (r.economics.roi if r.economics else None) for r in results}
-    composite: tuple[str, ...] = ()
-    if published and published != OBSERVABILITY and rois.get(published) is not None:
-        for a, b in composite_pairs(rois, pack.economics.composite_band):
-            if published in (a, b):
-                composite = tuple(sorted((a, b)))
-                break
-    if changed:
-        new_state = replace(new_state, changes=new_state.changes + 1)
-        pub_ev = by_name.get(published) if published and published != OBSERVABILITY else None
-        new_state = replace(
-            new_state,
-            entry_revenue=pub_ev.economics.revenue_at_risk if pub_ev and pub_ev.economics else None,
-        )
-    new_state = replace(
-        new_state,
-        resolved=frozenset(resolved),
-        evaluations=new_state.evaluations + 1,
-        previous_ratios=tuple(sorted((k, v) for k, v in ratios.items() if v is not None)),
-        previous_dau=evidence.dau,
-    )
-    if published and published != OBSERVABILITY and new_state.entry_revenue and not changed:
-        rev = _revenue(by_name[published])
-        if rev > 0 and abs(rev - new_state.entry_revenue) / new_state.entry_revenue > pack.economics.drift_threshold:
-            drift = f"{published}:parameter_drift"
-            triggers = (*triggers, drift)
-            # the binding constraint's own result carries it too, like its other triggers
-            results = [replace(r, triggers=(*r.triggers, drift)) if r.name == published else r for r in results]
+    composite = _composite(pack, published, results)
+    new_state = _next_state(new_state, changed, published, by_name, resolved, ratios, evidence)
+    drift = _drift(pack, new_state, changed, published, by_name)
+    if drift is not None:
+        triggers = (*triggers, drift)
+        # the binding constraint's own result carries it too, like its other triggers
+        results = [replace(r, triggers=(*r.triggers, drift)) if r.name == published else r for r in results]
     hold = None
     if published and published != OBSERVABILITY and published in raws and not raws[published].candidate:
         h = pack.hysteresis
@@ -393,6 +316,136 @@ def decide(
         pack=f"{pack.name}@{pack.version}",
     )
     return evaluation, new_state
+
+
+@dataclass(frozen=True)
+class _View:
+    """What every constraint's result is judged against in one evaluation."""
+
+    pack: Pack
+    published: str | None
+    candidate: str | None
+    state: HysteresisState
+    resolved: set[str]
+    blocked_by: dict[str, str]
+
+
+def _blocked_by(pack: Pack, published: str | None) -> dict[str, str]:
+    """Constraint -> the published binding constraint that precedes it in the sequence."""
+    if not published or published == OBSERVABILITY:
+        return {}
+    return {c.name: published for c in pack.constraints if published in pack.ancestors(c.name)}
+
+
+def _state_and_decision(view: _View, c: Constraint, ev: ConstraintEvidence, raw: _Raw) -> tuple[str, str, str]:
+    """(state, decision, explanation) of one constraint in this evaluation."""
+    pack, published, blocked_by = view.pack, view.published, view.blocked_by
+    state_name, decision, why = raw.state, "stop", raw.reason
+    if raw.state == "observe":
+        decision = "observe"
+    elif raw.state == "proxy":
+        decision = "investigate"
+    if c.name == published:
+        decision, econ_why = _constraint_decision(pack, ev)
+        why = f"binding: {raw.reason}; {econ_why}"
+        if not raw.candidate:
+            why += f" (held by hysteresis until pressure stays below {1 - pack.hysteresis.dead_band:.2f} for {pack.hysteresis.exit_after} evaluations)"
+        return "binding", decision, why
+    if raw.candidate:
+        if c.name in blocked_by:
+            return "deferred", "defer", f"deferred: predecessor {blocked_by[c.name]} is binding; {raw.reason}"
+        if published == OBSERVABILITY:
+            return "at_limit", "observe", f"{raw.reason}; not claimed while an earlier constraint cannot be judged"
+        held = view.state.pending_count if view.state.pending == c.name else 0
+        why = (
+            f"{raw.reason}; becomes binding after {pack.hysteresis.enter_after} consecutive evaluations "
+            f"(held {held})"
+        )
+        if view.candidate != c.name:
+            why = f"{raw.reason}; an earlier constraint in the sequence takes precedence"
+        return "at_limit", "defer", why
+    if raw.state == "at_limit" and c.name in blocked_by and (ev.ratio or 0.0) > 1.0:
+        return "deferred", "defer", f"deferred: predecessor {blocked_by[c.name]} is binding; {raw.reason}"
+    if raw.state == "proxy" and c.name in blocked_by:
+        return state_name, decision, f"{raw.reason} (predecessor {blocked_by[c.name]} is binding)"
+    if raw.state in ("slack", "at_limit") and c.name in view.resolved:
+        return "resolved", decision, f"resolved: was binding, now held within target; {raw.reason}"
+    return state_name, decision, why
+
+
+def _constraint_result(
+    view: _View, c: Constraint, ev: ConstraintEvidence, raw: _Raw, triggers: tuple[str, ...]
+) -> ConstraintResult:
+    state_name, decision, why = _state_and_decision(view, c, ev, raw)
+    return ConstraintResult(
+        name=c.name,
+        layer=c.layer,
+        state=state_name,
+        decision=decision,
+        explanation=why,
+        pressure=ev.pressure,
+        target=c.target if c.kind != "meta" else view.pack.organisation.meta_overhead_limit,
+        causal=ev.causal,
+        economics=ev.economics,
+        missing=ev.missing,
+        diagnoses=ev.diagnoses + ((raw.diagnosis,) if raw.diagnosis is not None else ()),
+        windows=ev.windows,
+        guards=ev.guards,
+        candidate=raw.candidate,
+        triggers=tuple(t for t in triggers if t.startswith(c.name + ":")),
+    )
+
+
+def _composite(pack: Pack, published: str | None, results: list[ConstraintResult]) -> tuple[str, ...]:
+    """The published constraint and its ROI twin when their ROIs lie within the composite band."""
+    rois = {r.name: (r.economics.roi if r.economics else None) for r in results}
+    if published and published != OBSERVABILITY and rois.get(published) is not None:
+        for a, b in composite_pairs(rois, pack.economics.composite_band):
+            if published in (a, b):
+                return tuple(sorted((a, b)))
+    return ()
+
+
+def _next_state(
+    new_state: HysteresisState,
+    changed: bool,
+    published: str | None,
+    by_name: dict[str, ConstraintEvidence],
+    resolved: set[str],
+    ratios: dict[str, float | None],
+    evidence: EvidenceSet,
+) -> HysteresisState:
+    """The hysteresis state carried to the next evaluation."""
+    if changed:
+        new_state = replace(new_state, changes=new_state.changes + 1)
+        pub_ev = by_name.get(published) if published and published != OBSERVABILITY else None
+        new_state = replace(
+            new_state,
+            entry_revenue=pub_ev.economics.revenue_at_risk if pub_ev and pub_ev.economics else None,
+        )
+    return replace(
+        new_state,
+        resolved=frozenset(resolved),
+        evaluations=new_state.evaluations + 1,
+        previous_ratios=tuple(sorted((k, v) for k, v in ratios.items() if v is not None)),
+        previous_dau=evidence.dau,
+    )
+
+
+def _drift(
+    pack: Pack,
+    new_state: HysteresisState,
+    changed: bool,
+    published: str | None,
+    by_name: dict[str, ConstraintEvidence],
+) -> str | None:
+    """``<binding>:parameter_drift`` when its revenue at risk moved beyond the drift threshold
+    since it became binding."""
+    if published and published != OBSERVABILITY and new_state.entry_revenue and not changed:
+        rev = _revenue(by_name[published])
+        if rev > 0 and abs(rev - new_state.entry_revenue) / new_state.entry_revenue > pack.economics.drift_threshold:
+            return f"{published}:parameter_drift"
+    return None
 
 
 def _triggers(

@@ -295,36 +295,10 @@ def assess(
             details.append(("projected_roi", r * scale))
     if exceptions.enables:
         details.append(("combined_enabled_roi", combined_roi(exceptions.enables, roi_of)[0]))
-
-    exception: str | None = None
     money = "" if revenue is None else f" (revenue at risk {_fmt_money(revenue)}/yr)"
-    sentences: list[str] = []
-    if r is not None and r >= th:
-        sentences.append(f"ROI of {name} is {r:.2f}x, at or above theta {th:.2f}{money}")
-    elif exceptions.existence:
-        exception = "existence"
-        shown = "unknown" if r is None else f"{r:.2f}x"
-        sentences.append(
-            f"existence constraint: below its target the platform cannot exist, so {name} is funded "
-            f"regardless of ROI ({shown} against theta {th:.2f}){money}"
-        )
-    else:
-        ok_s, why_s = _strategic(r, th, exceptions, constants, organisation, current_dau)
-        ok_e, why_e = (False, "") if ok_s else _enabling(r, spec, th, exceptions, roi_of)
-        if ok_s:
-            exception = "strategic_headroom"
-            sentences.append(why_s + money)
-        elif ok_e:
-            exception = "enabling_infrastructure"
-            sentences.append(why_e + money)
-        elif r is not None:
-            sentences.append(f"no exception applies to {name}: ROI {r:.2f}x is below theta {th:.2f}{money}")
-            sentences += [w for w in (why_s, why_e) if w]
-        elif spec.model == "none":
-            sentences.append(f"{name} has no revenue model and no exception applies")
-        else:
-            sentences.append(f"ROI of {name} cannot be computed: an economics input is missing")
-
+    exception, sentences = _exception(
+        name, spec, exceptions, constants, organisation, r, th, current_dau, roi_of, money
+    )
     blocked = False
     months = exceptions.one_way_door_months
     if months is not None:
@@ -336,7 +310,6 @@ def assess(
                 f"one-way door: the {months:g}-month migration needs a runway of at least {needed:g} "
                 f"months and the runway is {organisation.runway_months:g}, so do not start it"
             )
-
     reason = "; ".join(sentences)
     reason = reason[0].upper() + reason[1:] + "."
     return EconomicsResult(
@@ -349,6 +322,43 @@ def assess(
         one_way_door_blocked=blocked,
         details=tuple(details),
     )
+
+
+def _exception(
+    name: str,
+    spec: EconomicsSpec,
+    exceptions: ExceptionSpec,
+    constants: EconomicConstants,
+    organisation: Organisation,
+    r: float | None,
+    th: float,
+    current_dau: float | None,
+    roi_of: Mapping[str, float | None],
+    money: str,
+) -> tuple[str | None, list[str]]:
+    """(the exception that funds `name` below theta, or None; the sentences explaining it)."""
+    if r is not None and r >= th:
+        return None, [f"ROI of {name} is {r:.2f}x, at or above theta {th:.2f}{money}"]
+    if exceptions.existence:
+        shown = "unknown" if r is None else f"{r:.2f}x"
+        return "existence", [
+            f"existence constraint: below its target the platform cannot exist, so {name} is funded "
+            f"regardless of ROI ({shown} against theta {th:.2f}){money}"
+        ]
+    ok_s, why_s = _strategic(r, th, exceptions, constants, organisation, current_dau)
+    ok_e, why_e = (False, "") if ok_s else _enabling(r, spec, th, exceptions, roi_of)
+    if ok_s:
+        return "strategic_headroom", [why_s + money]
+    if ok_e:
+        return "enabling_infrastructure", [why_e + money]
+    if r is not None:
+        return None, [
+            f"no exception applies to {name}: ROI {r:.2f}x is below theta {th:.2f}{money}",
+            *(w for w in (why_s, why_e) if w),
+        ]
+    if spec.model == "none":
+        return None, [f"{name} has no revenue model and no exception applies"]
+    return None, [f"ROI of {name} cannot be computed: an economics input is missing"]
 
 
 def composite_pairs(rois: Mapping[str, float | None], band: float = 0.2) -> tuple[tuple[str, str], ...]:

@@ -205,20 +205,10 @@ def fit_weibull(
             n, n_events, "cannot fit: every churn happens at the longest duration (k unbounded)"
         )
 
-    # Bracket the root of the increasing profile score in log k.
-    lo, hi = -1.0, 1.0
-    for _ in range(200):
-        if _profile_score(lo, s, mean_event_s) < 0:
-            break
-        lo -= 1.0
-    for _ in range(200):
-        if _profile_score(hi, s, mean_event_s) > 0:
-            break
-        hi += 1.0
-    f_lo = _profile_score(lo, s, mean_event_s)
-    f_hi = _profile_score(hi, s, mean_event_s)
-    if not (f_lo < 0 < f_hi):
+    bracket = _bracket_log_k(s, mean_event_s)
+    if bracket is None:
         return _failed_fit(n, n_events, "cannot fit: the likelihood has no interior maximum")
+    lo, hi = bracket
     logk = float(optimize.brentq(_profile_score, lo, hi, args=(s, mean_event_s), xtol=1e-13, rtol=1e-13))
     k = math.exp(logk)
     a = k * s
@@ -226,20 +216,7 @@ def fit_weibull(
     lam = math.exp((amax + math.log(np.exp(a - amax).sum()) - math.log(n_events)) / k)
     loglik = weibull_loglik(t, d, lam, k)
 
-    hess = _hessian_log_params(s - math.log(lam), d, k)
-    info = -hess
-    z_crit = float(stats.norm.ppf(0.5 + confidence / 2.0))
-    try:
-        cov = np.linalg.inv(info)
-    except np.linalg.LinAlgError:
-        cov = np.full((2, 2), np.nan)
-    var_u, var_v = float(cov[0, 0]), float(cov[1, 1])
-    if not (var_u > 0 and var_v > 0 and math.isfinite(var_u) and math.isfinite(var_v)):
-        lam_ci, k_ci = _NAN_CI, _NAN_CI
-    else:
-        se_u, se_v = math.sqrt(var_u), math.sqrt(var_v)
-        lam_ci = (lam * math.exp(-z_crit * se_u), lam * math.exp(z_crit * se_u))
-        k_ci = (k * math.exp(-z_crit * se_v), k * math.exp(z_crit * se_v))
+    lam_ci, k_ci = _wald_intervals(s, d, lam, k, confidence)
 
     ks_stat, ks_p = _ks_uniform(t, d, lam, k)
     pct = f"{confidence:.0%}"
@@ -271,6 +248,45 @@ def fit_weibull(
         rejected=rejected,
         reason=reason,
     )
+
+
+def _bracket_log_k(s: np.ndarray, mean_event_s: float) -> tuple[float, float] | None:
+    """A bracket (lo, hi) of log k around the root of the increasing profile score, or None."""
+    lo, hi = -1.0, 1.0
+    for _ in range(200):
+        if _profile_score(lo, s, mean_event_s) < 0:
+            break
+        lo -= 1.0
+    for _ in range(200):
+        if _profile_score(hi, s, mean_event_s) > 0:
+            break
+        hi += 1.0
+    f_lo = _profile_score(lo, s, mean_event_s)
+    f_hi = _profile_score(hi, s, mean_event_s)
+    if not (f_lo < 0 < f_hi):
+        return None
+    return lo, hi
+
+
+def _wald_intervals(
+    s: np.ndarray, d: np.ndarray, lam: float, k: float, confidence: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Confidence intervals of lambda and k from the observed information on the log scale
+    (NaN intervals when it is singular)."""
+    hess = _hessian_log_params(s - math.log(lam), d, k)
+    info = -hess
+    z_crit = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    try:
+        cov = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        cov = np.full((2, 2), np.nan)
+    var_u, var_v = float(cov[0, 0]), float(cov[1, 1])
+    if not (var_u > 0 and var_v > 0 and math.isfinite(var_u) and math.isfinite(var_v)):
+        return _NAN_CI, _NAN_CI
+    se_u, se_v = math.sqrt(var_u), math.sqrt(var_v)
+    lam_ci = (lam * math.exp(-z_crit * se_u), lam * math.exp(z_crit * se_u))
+    k_ci = (k * math.exp(-z_crit * se_v), k * math.exp(z_crit * se_v))
+    return lam_ci, k_ci
 
 
 # --------------------------------------------------------------------------- loss aversion
