@@ -11,8 +11,6 @@ shard publish identical series, and each panel shows them once.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from detector import __version__
@@ -51,18 +49,18 @@ def _value_mappings(values: list[str]) -> list[dict[str, Any]]:
 
 
 def build_dashboard(pack: Pack) -> dict[str, Any]:
-    names = [c.name for c in pack.constraints]
-    binding_names = [*names, OBSERVABILITY]
+    """The Grafana dashboard of `pack`: verdict at the top, evidence below, csf's own cost last."""
+    panels = [*_verdict_panels(), *_timeline_panels(), *_evidence_panels(), *_meta_panels(pack)]
+    for pid, panel in enumerate(panels, 1):
+        panel["id"] = pid
+    return _dashboard(pack, panels)
+
+
+def _verdict_panels() -> list[dict[str, Any]]:
+    """Binding constraint, decision and evaluation age."""
     panels: list[dict[str, Any]] = []
-    pid = 0
-
-    def nid() -> int:
-        nonlocal pid
-        pid += 1
-        return pid
-
     panels.append(_panel(
-        nid(), "Binding constraint", "stat", (0, 0, 8, 5),
+        0, "Binding constraint", "stat", (0, 0, 8, 5),
         [_target(f"max by (pipeline, constraint) (csf_binding_constraint{{{SEL}}}) == 1", "{{constraint}}", instant=True)],
         "The one constraint limiting the platform now (after hysteresis); 'observability' when csf cannot see.",
         options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
@@ -70,22 +68,28 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
         fieldConfig={"defaults": {"color": {"mode": "fixed", "fixedColor": "red"}}, "overrides": []},
     ))
     panels.append(_panel(
-        nid(), "Decision", "stat", (8, 0, 8, 5),
+        0, "Decision", "stat", (8, 0, 8, 5),
         [_target(f"max by (pipeline, decision) (csf_decision{{{SEL}}}) == 1", "{{decision}}", instant=True)],
         "invest / defer / investigate / stop / observe for the platform.",
         options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                  "textMode": "name", "colorMode": "background", "graphMode": "none"},
     ))
     panels.append(_panel(
-        nid(), "Evaluation age", "stat", (16, 0, 8, 5),
+        0, "Evaluation age", "stat", (16, 0, 8, 5),
         [_target(f"time() - max by (pipeline) (csf_last_evaluation_timestamp_seconds{{{SEL}}})", "{{pipeline}}", instant=True)],
         "Seconds since the last evaluation; csf_source_up shows whether the source answered.",
         fieldConfig={"defaults": {"unit": "s", "thresholds": {"mode": "absolute", "steps": [
             {"color": "green", "value": None}, {"color": "red", "value": 300}]}}, "overrides": []},
     ))
+    return panels
+
+
+def _timeline_panels() -> list[dict[str, Any]]:
+    """The binding constraint and every constraint's state over time."""
+    panels: list[dict[str, Any]] = []
     # state timeline of the binding constraint: one row per candidate, 1 while binding
     panels.append(_panel(
-        nid(), "Binding constraint over time", "state-timeline", (0, 5, 24, 6),
+        0, "Binding constraint over time", "state-timeline", (0, 5, 24, 6),
         [_target(f"max by (constraint) (csf_binding_constraint{{{SEL}}})", "{{constraint}}")],
         "Each row is a constraint; filled while it was the published binding constraint.",
         fieldConfig={"defaults": {"mappings": [{"type": "value", "options": {
@@ -97,14 +101,20 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
         f"({i} * (csf_constraint_state{{{SEL},state=\"{s}\"}} == 1))" for i, s in enumerate(STATES)
     )
     panels.append(_panel(
-        nid(), "Constraint states", "state-timeline", (0, 11, 24, 8),
+        0, "Constraint states", "state-timeline", (0, 11, 24, 8),
         [_target(f"max by (constraint) ({state_index})", "{{constraint}}")],
         "State of every constraint: " + ", ".join(STATES) + ".",
         fieldConfig={"defaults": {"mappings": _value_mappings(list(STATES))}, "overrides": []},
         options={"showValue": "auto", "mergeValues": True},
     ))
+    return panels
+
+
+def _evidence_panels() -> list[dict[str, Any]]:
+    """Pressure, causal tests, revenue at risk, ROI against theta."""
+    panels: list[dict[str, Any]] = []
     panels.append(_panel(
-        nid(), "Pressure (signal / target)", "timeseries", (0, 19, 12, 8),
+        0, "Pressure (signal / target)", "timeseries", (0, 19, 12, 8),
         [_target(f"max by (pipeline, constraint) (csf_constraint_pressure_ratio{{{SEL}}})", "{{constraint}}")],
         "Above 1.0 the constraint is beyond its target.",
         fieldConfig={"defaults": {"custom": {"thresholdsStyle": {"mode": "line"}}, "thresholds": {
@@ -112,43 +122,54 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
             "overrides": []},
     ))
     panels.append(_panel(
-        nid(), "Causal tests passed (of 5)", "bargauge", (12, 19, 12, 8),
+        0, "Causal tests passed (of 5)", "bargauge", (12, 19, 12, 8),
         [_target(f"max by (pipeline, constraint) (csf_constraint_causal_tests_passed{{{SEL}}})", "{{constraint}}", instant=True)],
         "3 or more = causal; 2 or fewer = proxy for a confounder.",
         fieldConfig={"defaults": {"min": 0, "max": 5, "thresholds": {"mode": "absolute", "steps": [
             {"color": "red", "value": None}, {"color": "green", "value": 3}]}}, "overrides": []},
     ))
     panels.append(_panel(
-        nid(), "Annual revenue at risk", "timeseries", (0, 27, 12, 8),
+        0, "Annual revenue at risk", "timeseries", (0, 27, 12, 8),
         [_target(f"max by (pipeline, constraint) (csf_constraint_annual_revenue_at_risk_dollars{{{SEL}}})", "{{constraint}}")],
         "Dollars per year the constraint puts at risk (pack economics).",
         fieldConfig={"defaults": {"unit": "currencyUSD"}, "overrides": []},
     ))
     panels.append(_panel(
-        nid(), "ROI against theta", "timeseries", (12, 27, 12, 8),
+        0, "ROI against theta", "timeseries", (12, 27, 12, 8),
         [_target(f"max by (pipeline, constraint) (csf_constraint_roi_ratio{{{SEL}}})", "ROI {{constraint}}", "A"),
          _target(f"max by (pipeline, constraint) (csf_constraint_roi_threshold_ratio{{{SEL}}})", "theta {{constraint}}", "B")],
         "Invest only where ROI clears theta (3.0, 5.0 when the evidence is fragile) or an exception applies.",
     ))
+    return panels
+
+
+def _meta_panels(pack: Pack) -> list[dict[str, Any]]:
+    """csf's own cost and its inputs' freshness."""
+    panels: list[dict[str, Any]] = []
     panels.append(_panel(
-        nid(), "Evaluation duration p95", "timeseries", (0, 35, 8, 7),
+        0, "Evaluation duration p95", "timeseries", (0, 35, 8, 7),
         [_target(f"histogram_quantile(0.95, sum by (le, pipeline) "
                  f"(rate(csf_evaluation_duration_seconds_bucket{{{SEL}}}[15m])))", "{{pipeline}}")],
         "The detector's own cost per evaluation (meta-constraint).",
         fieldConfig={"defaults": {"unit": "s"}, "overrides": []},
     ))
     panels.append(_panel(
-        nid(), "Meta-constraint", "timeseries", (8, 35, 8, 7),
+        0, "Meta-constraint", "timeseries", (8, 35, 8, 7),
         [_target(f"max by (pipeline) (csf_meta_cpu_seconds{{{SEL}}})", "cpu s/evaluation", "A"),
          _target(f"max by (pipeline) (csf_meta_overhead_ratio{{{SEL}}})", "analysis overhead", "B")],
         f"Above {pack.organisation.meta_overhead_limit:g} analysis overhead the framework itself is the constraint.",
     ))
     panels.append(_panel(
-        nid(), "Input freshness", "timeseries", (16, 35, 8, 7),
+        0, "Input freshness", "timeseries", (16, 35, 8, 7),
         [_target(f"max by (pipeline, constraint) (csf_constraint_inputs_missing{{{SEL}}})", "missing {{constraint}}", "A"),
          _target(f"max by (pipeline) (csf_source_up{{{SEL}}})", "source up", "B")],
         "1 = inputs missing or stale (constraint is observe); source up 0 = csf is blind.",
     ))
+    return panels
+
+
+def _dashboard(pack: Pack, panels: list[dict[str, Any]]) -> dict[str, Any]:
+    binding_names = [*(c.name for c in pack.constraints), OBSERVABILITY]
     return {
         "__comment": f"generated by csf {__version__} from pack {pack.name}@{pack.version}; do not edit",
         "uid": f"csf-{pack.name}"[:40],
@@ -178,6 +199,8 @@ def build_dashboard(pack: Pack) -> dict[str, Any]:
     }
 
 
+
+
 def render(pack: Pack) -> str:
     return json.dumps(build_dashboard(pack), indent=2, sort_keys=True) + "\n"
 
@@ -189,19 +212,3 @@ def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
         for t in p["targets"]:
             out.append((p["title"], t["expr"].replace('=~"$pipeline"', '=~".+"')))
     return out
-
-
-def generate_cli(args: Any) -> int:
-    from detector.spec.load import PackError, resolve_pack
-
-    try:
-        pack = resolve_pack(args.pack)
-    except PackError as exc:
-        print(f"csf dashboards generate: invalid pack:\n{exc}", file=sys.stderr)
-        return 2
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"csf-{pack.name}.json"
-    path.write_text(render(pack), encoding="utf-8")
-    print(f"wrote {path}")
-    return 0

@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     except PackError as exc:
         print(f"csf backtest: invalid pack:\n{exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"csf backtest: cannot read pack: {exc}", file=sys.stderr)
+        return 2
     show_progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     progress = sys.stderr if show_progress else None
     try:

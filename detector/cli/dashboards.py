@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -16,6 +18,21 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exporters.grafana import generate_cli
+    """`csf dashboards generate`: write ``csf-<pack>.json`` into ``--output-dir``."""
+    from detector.spec.load import PackError, resolve_pack
+    from exporters.grafana import render
 
-    return generate_cli(args)
+    try:
+        pack = resolve_pack(args.pack)
+    except PackError as exc:
+        print(f"csf dashboards generate: invalid pack:\n{exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"csf dashboards generate: cannot read pack: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"csf-{pack.name}.json"
+    path.write_text(render(pack), encoding="utf-8")
+    print(f"wrote {path}")
+    return 0

@@ -1,4 +1,4 @@
-"""`csf backtest` argument handling: refusals that name the conflict, before any data is read."""
+"""`csf` argument handling: refusals that name the conflict or the missing file, before any data is read."""
 
 from __future__ import annotations
 
@@ -29,3 +29,20 @@ def test_a_missing_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["backtest", "--input", str(missing)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"csf backtest: {missing}: ") and "No such file" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["backtest", "--input", "x.om"],
+        ["dashboards", "generate", "--output-dir", "out"],
+        ["rules", "generate", "--output-dir", "out"],
+    ],
+)
+def test_a_pack_file_that_does_not_exist_is_named_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert main([*argv, "--pack", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read pack" in err and str(missing) in err
