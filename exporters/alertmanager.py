@@ -195,21 +195,11 @@ def desired_alerts(
             )
         if r.state == "observe" or r.missing:
             kind = OBSERVABILITY_GAP_PAGE if blind_head else OBSERVABILITY_GAP
-            if r.diagnoses:
-                why = "; ".join(f"diagnosis {d.reason}: {d.message}" for d in r.diagnoses)
-            else:
-                why = "missing or stale inputs: " + (", ".join(r.missing) or "unknown inputs")
-            text = f"csf cannot judge {r.name} on pipeline {pipe}: {why}. Missing inputs are never healthy."
-            if blind_head:
-                text += (
-                    " The published binding constraint is observability: csf cannot name any later "
-                    "bottleneck until this gap is closed."
-                )
             out[_labels(kind, pipe, r.name)] = _annotations(
                 kind,
                 pipe,
                 r.name,
-                text,
+                _gap_description(pipe, r, blind_head),
                 runbook_url=alert_runbook_url(base, OBSERVABILITY_GAP),
                 constraint_runbook_url=curl,
             )
@@ -224,11 +214,34 @@ def desired_alerts(
             runbook_url=alert_runbook_url(base, SOURCE_DOWN),
         )
 
+    out.update(_meta_alert(evaluation, pack, base))
+    return out
+
+
+def _gap_description(pipe: str, r: ConstraintResult, blind_head: bool) -> str:
+    if r.diagnoses:
+        why = "; ".join(f"diagnosis {d.reason}: {d.message}" for d in r.diagnoses)
+    else:
+        why = "missing or stale inputs: " + (", ".join(r.missing) or "unknown inputs")
+    text = f"csf cannot judge {r.name} on pipeline {pipe}: {why}. Missing inputs are never healthy."
+    if blind_head:
+        text += (
+            " The published binding constraint is observability: csf cannot name any later "
+            "bottleneck until this gap is closed."
+        )
+    return text
+
+
+def _meta_alert(evaluation: Evaluation, pack: Pack | None, base: str | None) -> dict[Labels, Annotations]:
+    """CSFMetaOverhead when the analysis overhead ratio is above the pack's limit."""
     limit = pack.organisation.meta_overhead_limit if pack is not None else 0.5
     ratio = evaluation.meta.overhead_ratio
-    if ratio is not None and math.isfinite(ratio) and ratio > limit:
-        meta = meta_constraint_name(pack)
-        out[_labels(META_OVERHEAD, pipe, meta)] = _annotations(
+    if ratio is None or not math.isfinite(ratio) or ratio <= limit:
+        return {}
+    pipe = evaluation.pipeline
+    meta = meta_constraint_name(pack)
+    return {
+        _labels(META_OVERHEAD, pipe, meta): _annotations(
             META_OVERHEAD,
             pipe,
             meta,
@@ -238,7 +251,7 @@ def desired_alerts(
             runbook_url=alert_runbook_url(base, META_OVERHEAD),
             constraint_runbook_url=_constraint_url(pack, base, meta),
         )
-    return out
+    }
 
 
 def _changed_alert(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 # Importing this module without matplotlib raises ImportError (csf backtest --plot says
 # to install the `plot` extra). Only the object API is used: no pyplot, no backend state.
@@ -97,6 +98,53 @@ def _same_series(a: Sequence[float], b: Sequence[float]) -> bool:
     )
 
 
+def _draw_bands(
+    top: Any, bottom: Any, segs: Sequence[Segment], colours: dict[str, str], num: Any, span: float, step: float
+) -> None:
+    """The binding strip (top) and the faint bands behind the pressures (bottom)."""
+    # bands: each run extends to the next run's first evaluation (the last one by one step)
+    for seg in segs:
+        end = seg.end + step if seg is segs[-1] else seg.end
+        x0, x1 = num(seg.start), num(end)
+        top.axvspan(x0, x1, color=seg.colour, linewidth=0)
+        bottom.axvspan(x0, x1, color=seg.colour, alpha=0.07, linewidth=0)
+        if (end - seg.start) / (span + step) > 0.07:
+            label = seg.binding if seg.binding != NONE_LABEL else "none"
+            text_colour = "#1c2833" if seg.colour == NONE_COLOUR else "white"
+            top.text((x0 + x1) / 2, 0.5, label, ha="center", va="center", color=text_colour, fontsize=9,
+                     fontweight="bold", clip_on=True)
+    top.set_yticks([])
+    top.set_ylim(0, 1)
+    top.set_ylabel("binding", rotation=0, ha="right", va="center")
+    seen = list(dict.fromkeys(s.binding for s in segs))
+    top.legend(handles=[Patch(color=colours.get(b, NONE_COLOUR), label=b) for b in seen],
+               loc="lower left", bbox_to_anchor=(0, 1.02), ncol=len(seen), frameon=False, fontsize=9)
+
+
+
+def _draw_pressures(
+    bottom: Any, evs: Sequence[Evaluation], names: Sequence[str], colours: dict[str, str], num: Any
+) -> tuple[list[str], list[float]]:
+    """One pressure line per constraint with data; returns (plotted names, finite values)."""
+    xs = [num(ev.time) for ev in evs]
+    plotted: list[str] = []
+    drawn: dict[str, list[float]] = {}
+    finite: list[float] = []
+    for name in names:
+        ys = [_pressure(ev, name) for ev in evs]
+        good = [y for y in ys if not math.isnan(y)]
+        if not good:
+            continue
+        plotted.append(name)
+        finite += good
+        # constraints that read the same signal (latency and protocol) share a line: dash the later one
+        same = next((other for other, o in drawn.items() if _same_series(o, ys)), None)
+        style = {"linestyle": (0, (3, 3)), "label": f"{name} (= {same})"} if same else {"label": name}
+        bottom.plot(xs, ys, color=colours[name], linewidth=1.6, **style)
+        drawn[name] = ys
+    return plotted, finite
+
+
 def plot_backtest(
     evaluations: Sequence[Evaluation],
     path: str | Path,
@@ -123,40 +171,8 @@ def plot_backtest(
     span = max(evs[-1].time - evs[0].time, 1.0)
     step = span / max(len(evs) - 1, 1)
 
-    # bands: each run extends to the next run's first evaluation (the last one by one step)
-    for seg in segs:
-        end = seg.end + step if seg is segs[-1] else seg.end
-        x0, x1 = num(seg.start), num(end)
-        top.axvspan(x0, x1, color=seg.colour, linewidth=0)
-        bottom.axvspan(x0, x1, color=seg.colour, alpha=0.07, linewidth=0)
-        if (end - seg.start) / (span + step) > 0.07:
-            label = seg.binding if seg.binding != NONE_LABEL else "none"
-            text_colour = "#1c2833" if seg.colour == NONE_COLOUR else "white"
-            top.text((x0 + x1) / 2, 0.5, label, ha="center", va="center", color=text_colour, fontsize=9,
-                     fontweight="bold", clip_on=True)
-    top.set_yticks([])
-    top.set_ylim(0, 1)
-    top.set_ylabel("binding", rotation=0, ha="right", va="center")
-    seen = list(dict.fromkeys(s.binding for s in segs))
-    top.legend(handles=[Patch(color=colours.get(b, NONE_COLOUR), label=b) for b in seen],
-               loc="lower left", bbox_to_anchor=(0, 1.02), ncol=len(seen), frameon=False, fontsize=9)
-
-    xs = [num(ev.time) for ev in evs]
-    plotted: list[str] = []
-    drawn: dict[str, list[float]] = {}
-    finite: list[float] = []
-    for name in names:
-        ys = [_pressure(ev, name) for ev in evs]
-        good = [y for y in ys if not math.isnan(y)]
-        if not good:
-            continue
-        plotted.append(name)
-        finite += good
-        # constraints that read the same signal (latency and protocol) share a line: dash the later one
-        same = next((other for other, o in drawn.items() if _same_series(o, ys)), None)
-        style = {"linestyle": (0, (3, 3)), "label": f"{name} (= {same})"} if same else {"label": name}
-        bottom.plot(xs, ys, color=colours[name], linewidth=1.6, **style)
-        drawn[name] = ys
+    _draw_bands(top, bottom, segs, colours, num, span, step)
+    plotted, finite = _draw_pressures(bottom, evs, names, colours, num)
     bottom.axhline(1.0, color="#1c2833", linestyle="--", linewidth=1.0, label="target (1.0)")
     log_scale = bool(finite) and max(finite) / min(finite) > 10.0
     if log_scale:
