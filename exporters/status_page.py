@@ -116,28 +116,55 @@ def render_status_page(
     if len(pipelines) > 1:
         links = " · ".join(f'<a href="/?pipeline={escape(p)}">{escape(p)}</a>' for p in pipelines)
         parts.append(f"<div class=muted>pipelines: {links}</div>")
+    parts.append(_verdict(status, binding, hold, cls, constraints))
+    if history:
+        parts.append(_timeline(history, names))
+    parts.append(_constraint_table(constraints))
+    parts.append(_causal_tests(constraints, binding))
+    parts.append('<p class=muted>JSON: <a href="/api/v1/status">/api/v1/status</a> · '
+                 '<a href="/api/v1/history">/api/v1/history</a> · <a href="/metrics">/metrics</a> · '
+                 '<a href="/docs">API docs</a></p></main></body></html>')
+    return "".join(parts)
+
+
+def _hold_reason(hold: Mapping[str, Any], constraints: Sequence[Mapping[str, Any]], binding: Any) -> str:
+    """Why a held constraint no longer binds on its own: back within target, or beyond target but
+    no longer passing the other conditions (sustained, causal)."""
+    pressure = next((c.get("pressure") for c in constraints if c.get("name") == binding), None)
+    if isinstance(pressure, int | float) and pressure > 1.0:
+        return (
+            f"its pressure is still beyond target ({pressure:.2f}x) but it no longer binds on its own "
+            "evidence (see its row below)"
+        )
+    return "its pressure is back within target"
+
+
+def _verdict(
+    status: Mapping[str, Any], binding: Any, hold: Any, cls: str, constraints: Sequence[Mapping[str, Any]]
+) -> str:
     label = "binding constraint"
     hold_line = ""
     if cls == "binding held" and hold:
         label = "binding constraint — held, being released"
         hold_line = (
-            f'<div class="hold" id="hold">held as binding by hysteresis: its pressure is back within target; '
+            f'<div class="hold" id="hold">held as binding by hysteresis: {escape(_hold_reason(hold, constraints, binding))}; '
             f"released after {int(hold.get('needed', 0))} consecutive evaluations below "
             f"{float(hold.get('release_below', 0.9)):.2f} ({int(hold.get('evaluations_below', 0))} so far)</div>"
         )
-    parts.append(
+    return (
         f'<div class="verdict {cls}" id="verdict"><div class=label>{escape(label)}</div>'
         f'<div class="name" id="binding">{escape(binding or "none (healthy)")}</div>'
         f"{hold_line}"
         f'<div class="decision" id="decision">decision: <b>{escape(str(status.get("decision")))}</b></div>'
         f'<p id="explanation">{escape(str(status.get("explanation", "")))}</p></div>'
     )
-    if history:
-        parts.append(_timeline(history, names))
-    parts.append("<h2>Constraints (dependency order)</h2><table id=constraints><tr><th>constraint</th>"
-                 "<th>state</th><th>decision</th><th class=num>pressure</th><th class=num>tests passed</th>"
-                 "<th class=num>Γ*</th><th class=num>revenue at risk / yr</th><th class=num>ROI</th>"
-                 "<th class=num>θ</th><th>why</th></tr>")
+
+
+def _constraint_table(constraints: Sequence[Mapping[str, Any]]) -> str:
+    parts = ["<h2>Constraints (dependency order)</h2><table id=constraints><tr><th>constraint</th>"
+             "<th>state</th><th>decision</th><th class=num>pressure</th><th class=num>tests passed</th>"
+             "<th class=num>Γ*</th><th class=num>revenue at risk / yr</th><th class=num>ROI</th>"
+             "<th class=num>θ</th><th>why</th></tr>"]
     for c in constraints:
         causal = c.get("causal") or {}
         parts.append(
@@ -150,7 +177,12 @@ def render_status_page(
             f"<td class=num>{_fmt(c.get('roi'), 'x')}</td><td class=num>{_fmt(c.get('theta'), 'x')}</td>"
             f"<td>{escape(c.get('explanation', ''))}</td></tr>"
         )
-    parts.append("</table><h2>Causal tests</h2><div id=tests>")
+    parts.append("</table>")
+    return "".join(parts)
+
+
+def _causal_tests(constraints: Sequence[Mapping[str, Any]], binding: Any) -> str:
+    parts = ["<h2>Causal tests</h2><div id=tests>"]
     for c in constraints:
         tests = (c.get("causal") or {}).get("tests") or {}
         if not tests:
@@ -174,9 +206,6 @@ def render_status_page(
             )
         parts.append("</table></details>")
     parts.append("</div>")
-    parts.append('<p class=muted>JSON: <a href="/api/v1/status">/api/v1/status</a> · '
-                 '<a href="/api/v1/history">/api/v1/history</a> · <a href="/metrics">/metrics</a> · '
-                 '<a href="/docs">API docs</a></p></main></body></html>')
     return "".join(parts)
 
 

@@ -198,6 +198,13 @@ def test_a_hysteresis_hold_shows_as_a_hold_not_a_red_binding():
     page = parse(render_status_page(doc))
     assert (page.attrs_by_id["verdict"]["class"] or "").split() == ["verdict", "binding", "held"]
     assert "released after 6 consecutive evaluations below 0.90 (2 so far)" in page.text["hold"]
+    assert "its pressure is back within target" in page.text["hold"]
+    # held while still beyond target (its causal or sustained evidence lapsed): the banner must
+    # not claim the pressure is back within target
+    beyond = dict(doc, constraints=[dict(c, pressure=1.4) if c["name"] == "a" else c for c in doc["constraints"]])
+    still = parse(render_status_page(beyond)).text["hold"]
+    assert "back within target" not in still
+    assert "its pressure is still beyond target (1.40x) but it no longer binds on its own evidence" in still
     plain = parse(render_status_page(binding_now.to_dict()))
     assert "hold" not in plain.text and "held" not in (plain.attrs_by_id["verdict"]["class"] or "")
 
