@@ -245,7 +245,8 @@ def _constraint_decision(pack: Pack, ev: ConstraintEvidence) -> tuple[str, str]:
     if roi is not None and roi >= e.theta:
         return "invest", f"ROI {roi:.1f}x clears theta {e.theta:.1f} ({_money(e.revenue_at_risk)} at risk)"
     if e.exception:
-        return "invest", f"ROI {_fmt_ratio(roi)}x is below theta {e.theta:.1f}, but {e.exception}: {e.exception_reason}"
+        below = "is unknown" if roi is None or not math.isfinite(roi) else f"{roi:.2f}x is below theta {e.theta:.1f}"
+        return "invest", f"ROI {below}, but {e.exception}: {e.exception_reason}"
     if roi is None:
         if ev.constraint.economics.model == "none":
             # A proven bottleneck the pack gives no revenue model: page it, say what is unknown.

@@ -184,6 +184,21 @@ def test_roi_below_theta_defers_unless_exception():
     ev, _ = decide(pack, exc, HysteresisState(), META)
     assert ev.constraint("a").decision == "invest"
     assert "existence" in ev.constraint("a").explanation
+    assert "ROI 1.20x is below theta 3.0, but existence: because" in ev.constraint("a").explanation
+
+
+def test_an_exception_with_an_unknown_roi_says_so_plainly():
+    """An existence constraint funds the fix whatever the ROI: when the ROI cannot be computed the
+    explanation says it is unknown (it used to read 'ROI unknownx is below theta')."""
+    pack = _pack(enter=1)
+    a = _ev(pack.constraint("a"), 1.5, exception="existence")
+    a = replace(a, economics=replace(a.economics, roi=None, revenue_at_risk=None))
+    evidence = EvidenceSet(time=0.0, constraints=(a, *(_ev(pack.constraint(n), 0.5) for n in ("b", "c"))))
+    ev, _ = decide(pack, evidence, HysteresisState(), META)
+    why = ev.constraint("a").explanation
+    assert ev.constraint("a").decision == "invest"
+    assert "ROI is unknown, but existence: because" in why
+    assert "unknownx" not in why
 
 
 def test_one_way_door_blocks_invest():
