@@ -46,6 +46,7 @@ from exporters.alerts import (
     BINDING,
     BINDING_CHANGE_WINDOW,
     BINDING_CHANGED,
+    BINDING_UNPRICED,
     META_OVERHEAD,
     OBSERVABILITY_GAP,
     OBSERVABILITY_GAP_PAGE,
@@ -177,7 +178,7 @@ def desired_alerts(
         curl = _constraint_url(pack, base, r.name)
         if evaluation.binding == r.name and r.decision in ("invest", "investigate"):
             out[_labels(BINDING, pipe, r.name)] = _annotations(
-                BINDING,
+                BINDING_UNPRICED if r.decision == "investigate" else BINDING,
                 pipe,
                 r.name,
                 _binding_description(pipe, r),

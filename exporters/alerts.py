@@ -43,6 +43,12 @@ BINDING = AlertKind(
     SEVERITY_PAGE,
     "{constraint} is the binding constraint of {pipeline}: invest in relieving it",
 )
+BINDING_UNPRICED = AlertKind(
+    BINDING.name,
+    SEVERITY_PAGE,
+    "{constraint} is the binding constraint of {pipeline}: proven, payoff unknown",
+)
+"""The binding page of a constraint without a revenue model (decision ``investigate``)."""
 BINDING_CHANGED = AlertKind(
     "CSFBindingConstraintChanged",
     SEVERITY_INFO,

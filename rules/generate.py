@@ -41,6 +41,7 @@ from exporters.alerts import (  # the catalogue; re-exported here, its first hom
     BINDING,
     BINDING_CHANGE_WINDOW,
     BINDING_CHANGED,
+    BINDING_UNPRICED,
     DEFAULT_RUNBOOK_BASE_URL,
     DETECTOR_DOWN,
     EVALUATION_STALE,
@@ -226,7 +227,7 @@ def _binding_rule(ctx: _Ctx, c: Constraint) -> Rule:
         keep_firing_for=ctx.hold,
         extra_annotations={
             "alert_runbook_url": alert_runbook_url(ctx.base, BINDING),
-            **({"summary": f"{name} is the binding constraint of {_PIPE}: proven, payoff unknown"} if no_model else {}),
+            **({"summary": BINDING_UNPRICED.summary_text(_PIPE, name)} if no_model else {}),
         },
     )
 

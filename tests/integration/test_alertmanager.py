@@ -164,6 +164,8 @@ def test_a_binding_without_economics_pages_in_push_mode_too() -> None:
     labels, ann = pages[("CSFBindingConstraint", "latency")]
     assert labels["severity"] == "page"
     assert "decision is invest" not in ann["description"] and "latency is binding" in ann["description"]
+    # the same summary as the generated rule for a constraint without a revenue model
+    assert ann["summary"] == "latency is the binding constraint of video: proven, payoff unknown"
     # a binding constraint whose fix does not pay ('defer') does not page
     assert ("CSFBindingConstraint", "latency") not in _by_name(desired_alerts(_evaluation("latency", "defer")))
 
