@@ -88,12 +88,14 @@ _INT = 'printf "%.0f"'
 _PIPE_OR_UNKNOWN = "{{ if $labels.pipeline }}{{ $labels.pipeline }}{{ else }}unknown{{ end }}"
 
 
-def _live(metric: str, fmt: str = 'printf "%.2f"') -> str:
-    """Alert template text printing the current value of a csf constraint series (or 'unknown')."""
-    selector = f"{metric}{{pipeline='%s',constraint='%s'}}"
+def _live(metric: str, fmt: str = 'printf "%.2f"', before: str = "", after: str = "") -> str:
+    """Alert template text printing the current value of a csf constraint series between `before`
+    and `after` (a unit such as '$' or 'x'), or just 'unknown' when the series is absent or NaN
+    (``> -Inf`` drops NaN: an on-call engineer reads 'unknown', never '$NaN/year' or 'unknownx')."""
+    selector = f"{metric}{{pipeline='%s',constraint='%s'}} > -Inf"
     return (
         f'{{{{ with printf "{selector}" $labels.pipeline $labels.constraint | query }}}}'
-        f"{{{{ . | first | value | {fmt} }}}}{{{{ else }}}}unknown{{{{ end }}}}"
+        f"{before}{{{{ . | first | value | {fmt} }}}}{after}{{{{ else }}}}unknown{{{{ end }}}}"
     )
 
 
@@ -197,7 +199,7 @@ def _binding_rule(ctx: _Ctx, c: Constraint) -> Rule:
         ")\n"
     )
     causal = (
-        f"Pressure {_live('csf_constraint_pressure_ratio')}x target (target {_num(c.target)}, "
+        f"Pressure {_live('csf_constraint_pressure_ratio', after='x')} target (target {_num(c.target)}, "
         f"{c.direction.replace('_', ' ')}), {_live('csf_constraint_causal_tests_passed', _INT)}/5 "
         f"causal tests passed (Gamma* {_live('csf_constraint_sensitivity_gamma')})"
     )
@@ -212,8 +214,8 @@ def _binding_rule(ctx: _Ctx, c: Constraint) -> Rule:
         description = (
             f"{name} (layer {c.layer}) is the published binding constraint of pipeline {_PIPE} and csf's "
             f"decision is invest. {causal}, revenue at risk "
-            f"${_live('csf_constraint_annual_revenue_at_risk_dollars', 'humanize')}/year, ROI "
-            f"{_live('csf_constraint_roi_ratio')}x against threshold {_live('csf_constraint_roi_threshold_ratio')}x. "
+            f"{_live('csf_constraint_annual_revenue_at_risk_dollars', 'humanize', before='$', after='/year')}, ROI "
+            f"{_live('csf_constraint_roi_ratio', after='x')} against threshold {_live('csf_constraint_roi_threshold_ratio', after='x')}. "
             "Work on any other constraint is wasted until this one is relieved."
         )
     return _alert(
@@ -238,7 +240,7 @@ def _proxy_rule(ctx: _Ctx, c: Constraint) -> Rule:
         f'max by (pipeline, constraint) (csf_constraint_state{{constraint="{name}", state="proxy"}} == 1)\n'
     )
     description = (
-        f"{name} on pipeline {_PIPE} is beyond target (pressure {_live('csf_constraint_pressure_ratio')}x) "
+        f"{name} on pipeline {_PIPE} is beyond target (pressure {_live('csf_constraint_pressure_ratio', after='x')}) "
         f"but passed only {_live('csf_constraint_causal_tests_passed', _INT)}/5 causal tests "
         f"(needs {ctx.pack.causal.pass_required}); not passed: {_failed_tests()}. It is a proxy for something "
         f"else: do not page or invest on it. Investigate the confounder: {_confounders(c)}."
