@@ -1,7 +1,10 @@
 """A pipeline = one pack + one source + its hysteresis counters.
 
 The service's scheduler and `csf backtest` both call `Pipeline.evaluate`, so the
-live verdict and the replayed one share one code path.
+live verdict and the replayed one share one code path. A pipeline reads its source
+through `detector.source.incremental.IncrementalSource` unless told not to: each
+evaluation asks the source only for the steps the previous ones have not computed,
+and the verdict is the one a cold evaluation gives.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from detector.decision.decide import HysteresisState, decide
 from detector.evidence.gather import gather_evidence
 from detector.evidence.results import Evaluation, MetaReport
 from detector.source.frame import Source
+from detector.source.incremental import IncrementalSource
 from detector.spec.pack import Pack
 
 DEFAULT_EVALUATION_INTERVAL = 60.0
@@ -26,10 +30,12 @@ Observer = Callable[[Evaluation], None]
 
 
 class Pipeline:
-    def __init__(self, name: str, pack: Pack, source: Source, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self, name: str, pack: Pack, source: Source, tracer: Tracer | None = None, *, incremental: bool = True
+    ) -> None:
         self.name = name
         self.pack = pack
-        self.source = source
+        self.source: Source = IncrementalSource(source) if incremental else source
         self.state = HysteresisState()
         self.latest: Evaluation | None = None
         self._tracer = tracer
