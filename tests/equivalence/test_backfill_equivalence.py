@@ -48,6 +48,7 @@ from detector.evidence.results import Evaluation
 from detector.sim.metrics import METRIC_HELP
 from detector.sim.simulator import Simulator
 from detector.source.frame import SignalFrame, Source
+from detector.source.incremental import DEFAULT_OVERLAP
 from detector.source.native import NativeSource
 from detector.source.openmetrics import load_openmetrics, write_openmetrics
 from detector.source.prometheus_api import PrometheusSource
@@ -446,3 +447,25 @@ def test_query_range_asks_for_the_exact_grid_in_every_request() -> None:
     client.close()
     assert frame.units == () and len(forms) == 2
     assert all(form["nocache"] == ["1"] for form in forms)
+
+
+def test_an_incremental_evaluation_asks_prometheus_only_for_the_new_span(backends: Backends) -> None:
+    """Two evaluations an hour apart: the second one's range queries start at most the
+    overlap before the first one's end, read a fraction of the samples, and give the
+    verdict of a cold evaluation (the same as the native store's)."""
+    times = [END - 60 + 30 - 3600, END - 60 + 30]
+    with PrometheusSource(backends.prometheus_url, timeout=60) as src:
+        rec = Recording(src)
+        pipeline = Pipeline("incremental", _pack(), rec)
+        first = pipeline.evaluate(times[0])
+        asked_first = dict(rec.frames)
+        rec.frames.clear()
+        second = pipeline.evaluate(times[1])
+    long_queries = [(s, e) for (_sig, s, e, step) in rec.frames if (e - s) / step >= 16]
+    assert long_queries == [], "every long range was read only for its new steps"
+    spans = [(e - s) for (_sig, s, e, step) in rec.frames if step == _pack().windows.step]
+    assert spans and max(spans) <= 3600 + DEFAULT_OVERLAP
+    assert second.meta.samples_read <= 0.05 * first.meta.samples_read, (second.meta, first.meta)
+    assert len(asked_first) >= len(rec.frames)
+    cold = Pipeline("cold", _pack(), backends.native_store_source, incremental=False).replay(times)
+    _assert_same_decisions([first, second], cold)
