@@ -33,21 +33,27 @@ Rules
   are kept (one per phase when evaluations come more often than steps; at most
   `max_frames`): the query one step later reuses one of them.
 * A source error propagates and remembers nothing.
+* A survey (`SeriesSurvey`: series, sample interval) is reused for `survey_ttl`
+  seconds of evaluation time (default 5 minutes; `PrometheusSource` keeps its own for
+  an hour): a changed sample interval or a new series shows at most that much later.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from detector.source.frame import Labels, SignalFrame, Source
+from detector.source.frame import Labels, SeriesSurvey, SignalFrame, Source
 from detector.source.native import evaluation_times
 from detector.spec.signals import Signal
 
 DEFAULT_OVERLAP = 600.0
 """Seconds of each remembered frame re-read on every query (samples arriving that late still count)."""
+SURVEY_TTL = 300.0
+"""Seconds of evaluation time a survey answer is reused."""
 MIN_STEPS = 16
 MAX_FRAMES = 256
 _TOLERANCE = 1e-6
@@ -63,6 +69,7 @@ class IncrementalSource:
         overlap: float = DEFAULT_OVERLAP,
         min_steps: int = MIN_STEPS,
         max_frames: int = MAX_FRAMES,
+        survey_ttl: float = SURVEY_TTL,
     ) -> None:
         if not (overlap >= 0 and math.isfinite(overlap)):
             raise ValueError(f"overlap must be a finite number of seconds >= 0, got {overlap!r}")
@@ -71,7 +78,9 @@ class IncrementalSource:
         self.overlap = float(overlap)
         self.min_steps = min_steps
         self.max_frames = max_frames
+        self.survey_ttl = survey_ttl
         self._frames: dict[tuple[Signal, float], list[SignalFrame]] = {}
+        self._surveys: dict[tuple[str, tuple[tuple[str, ...], ...], float], tuple[float, SeriesSurvey | None]] = {}
         self.full_queries = 0
         self.partial_queries = 0
 
@@ -80,8 +89,26 @@ class IncrementalSource:
         return getattr(self.inner, name)
 
     def forget(self) -> None:
-        """Drop every remembered frame (the next queries are full ones)."""
+        """Drop every remembered frame and survey (the next queries are full ones)."""
         self._frames.clear()
+        self._surveys.clear()
+
+    def survey(
+        self, metric: str, matchers: Sequence[tuple[str, ...]], end: float, lookback: float
+    ) -> SeriesSurvey | None:
+        """The source's survey, reused within `survey_ttl` (None: the source cannot survey)."""
+        fn = getattr(self.inner, "survey", None)
+        if not callable(fn):
+            return None
+        key = (metric, tuple(tuple(m) for m in matchers), float(lookback))
+        hit = self._surveys.get(key)
+        if hit is not None and 0.0 <= end - hit[0] < self.survey_ttl:
+            return hit[1]
+        result: SeriesSurvey | None = fn(metric, matchers, end, lookback)
+        if len(self._surveys) > 4096:
+            self._surveys.clear()
+        self._surveys[key] = (end, result)
+        return result
 
     def query_range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
         times = evaluation_times(start, end, step)
