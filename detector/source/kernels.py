@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detector.source.store import is_stale_marker
+from detector.source.series import is_stale_marker
 
 DEFAULT_LOOKBACK_DELTA = 300.0
 """Prometheus' default ``--query.lookback-delta`` (5 min)."""

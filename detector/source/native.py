@@ -65,7 +65,8 @@ from detector.source.kernels import (
     instant_values,
     parse_le,
 )
-from detector.source.store import SampleStore, SeriesView, is_stale_marker
+from detector.source.series import is_stale_marker
+from detector.source.store import SampleStore, SeriesView
 from detector.spec.signals import AGGREGATIONS, Signal
 
 _BLOCK_SAMPLES = 1 << 20

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 
 from detector.source.native import ratio_join_labels
-from detector.source.store import validate_label_name, validate_metric_name
+from detector.source.series import validate_label_name, validate_metric_name
 from detector.spec.matchers import Matcher, regex_problem
 from detector.spec.matchers import parts as matcher_parts
 from detector.spec.signals import AGGREGATIONS, Signal

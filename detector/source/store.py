@@ -30,6 +30,14 @@ clock, a series that must grow its buffers first drops its own samples older tha
 ``newest - retention``, so memory stays bounded even if nobody calls
 `enforce_retention`. ``retention=None`` keeps everything.
 
+Journal
+-------
+A store given a `Journal` (`attach_journal`; the write-ahead log of a ``push``
+pipeline, `detector.source.wal`) tells it, under the store's lock and so in the order
+the store applied them, every series it creates and every sample it accepts
+(duplicates and out-of-order samples are never logged). `commit` makes what was logged
+durable; a receiver calls it before acknowledging a request.
+
 Reads
 -----
 `select` returns read-only views. They stay valid and unchanged after later
@@ -40,77 +48,32 @@ compaction always copies into new buffers.
 from __future__ import annotations
 
 import math
-import re
-import struct
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from detector.source.frame import Labels
+from detector.source.series import (
+    STALE_NAN_BITS,
+    RefBatch,
+    float_bits,
+    is_stale_marker,
+    is_stale_scalar,
+    series_token,
+    validate_labels,
+    validate_metric_name,
+)
 from detector.spec.matchers import Matcher, matches
 
-STALE_NAN_BITS = 0x7FF0000000000002
-"""Bit pattern of the Prometheus stale marker (a signalling NaN)."""
-
-STALE_NAN: float = float(np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0])
-"""The Prometheus stale marker as a float. Compare with `is_stale_marker`, never with ``==``."""
-
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MIN_CAPACITY = 16
 _VALIDATION_CACHE_SIZE = 100_000
 _LOCK_CHUNK = 4096
 """Series appended by `SampleStore.append_refs` per acquisition of the lock (readers get a turn)."""
 _SERIES_OVERHEAD_BYTES = 256
 """Rough per-series bookkeeping cost counted by `memory_bytes` besides the sample buffers."""
-
-
-def is_stale_marker(values: object) -> np.ndarray:
-    """Boolean mask (same shape as `values`) of the samples that are Prometheus stale markers."""
-    arr = np.asarray(values, dtype=np.float64)
-    if not arr.flags.c_contiguous:
-        arr = arr.copy()
-    return arr.view(np.uint64) == np.uint64(STALE_NAN_BITS)
-
-
-def _float_bits(x: float) -> int:
-    return int(struct.unpack("<Q", struct.pack("<d", x))[0])
-
-
-def _is_stale_scalar(x: float) -> bool:
-    return x != x and _float_bits(x) == STALE_NAN_BITS
-
-
-def validate_metric_name(name: str) -> str:
-    if not isinstance(name, str) or not _METRIC_NAME.match(name):
-        raise ValueError(f"invalid metric name {name!r}: must match [a-zA-Z_:][a-zA-Z0-9_:]*")
-    return name
-
-
-def validate_label_name(name: str) -> str:
-    if not isinstance(name, str) or not _LABEL_NAME.match(name):
-        raise ValueError(f"invalid label name {name!r}: must match [a-zA-Z_][a-zA-Z0-9_]*")
-    if name.startswith("__"):
-        raise ValueError(f"invalid label name {name!r}: names starting with '__' are reserved")
-    return name
-
-
-def _validate_labels(labels: Mapping[str, str]) -> Labels:
-    out: list[tuple[str, str]] = []
-    for key, value in labels.items():
-        validate_label_name(key)
-        if not isinstance(value, str):
-            raise ValueError(f"label {key!r}: value must be a string, got {type(value).__name__}")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"label {key!r}: value is not valid UTF-8") from exc
-        if value != "":
-            out.append((key, value))
-    return tuple(sorted(out))
 
 
 @dataclass(frozen=True)
@@ -126,28 +89,21 @@ class AppendResult:
         return self.out_of_order + self.duplicates
 
 
-class SeriesRef(NamedTuple):
-    """A validated series identity (`series_ref`), for `SampleStore.append_refs`.
+class Journal(Protocol):
+    """Where a store logs what it accepts (see "Journal" in the module docstring)."""
 
-    `token` is a canonical text of (name, labels): one string per series, whose hash Python
-    keeps, so a caller holding on to its refs (a decoder cache) finds a series in one
-    dictionary probe.
-    """
+    def new_series(self, name: str, labels: Labels) -> int:
+        """Log a series the store created; returns its id (> 0) for `log`."""
+        ...
 
-    name: str
-    labels: Labels
-    token: str
+    def log(self, ids: Sequence[int], counts: Sequence[int], timestamps: np.ndarray, values: np.ndarray) -> None:
+        """Log accepted samples: series ``ids[k]`` got the next ``counts[k]`` samples of the arrays."""
+        ...
 
+    def commit(self) -> None:
+        """Make everything logged so far durable (raises OSError when it cannot)."""
+        ...
 
-def _token(name: str, key: Labels) -> str:
-    return repr((name, key))
-
-
-def series_ref(name: str, labels: Mapping[str, str]) -> SeriesRef:
-    """The `SeriesRef` of a series; validates as `SampleStore.append` does (ValueError)."""
-    validate_metric_name(name)
-    key = _validate_labels(labels)
-    return SeriesRef(name, key, _token(name, key))
 
 
 class SeriesView(NamedTuple):
@@ -169,43 +125,6 @@ class SeriesView(NamedTuple):
     """Index of ``timestamps[0]`` in that buffer."""
 
 
-class RefBatch:
-    """Samples of many series for `SampleStore.append_refs`, checked and converted once.
-
-    Series k is ``refs[k]`` with samples ``timestamps[bounds[k]:bounds[k + 1]]`` (seconds,
-    finite) and the same slice of `values` (float64, bits kept).
-    """
-
-    __slots__ = ("refs", "bounds", "timestamps", "values", "_t", "_v", "_increasing")
-
-    def __init__(
-        self, refs: Sequence[SeriesRef], bounds: Sequence[int] | np.ndarray, timestamps: np.ndarray, values: np.ndarray
-    ) -> None:
-        ts = np.asarray(timestamps, dtype=np.float64)
-        vals = np.asarray(values, dtype=np.float64)
-        if ts.ndim != 1 or ts.shape != vals.shape:
-            raise ValueError(f"timestamps {ts.shape} and values {vals.shape} must be equal-length 1-D arrays")
-        barr = np.asarray(bounds, dtype=np.int64)
-        if barr.shape != (len(refs) + 1,) or barr[0] != 0 or barr[-1] != len(ts):
-            raise ValueError("bounds must hold len(refs) + 1 offsets from 0 to len(timestamps)")
-        if (barr[1:] < barr[:-1]).any():
-            raise ValueError("bounds must be non-decreasing")
-        b: list[int] = barr.tolist()
-        if not np.isfinite(ts).all():
-            raise ValueError("timestamps must be finite numbers of seconds")
-        self.refs = refs
-        self.bounds = b
-        self.timestamps = ts
-        self.values = vals
-        self._t: list[float] = ts.tolist()
-        self._v: list[float] = vals.tolist()
-        """Python floats (same bits) for the one-sample path."""
-        self._increasing = ts[1:] > ts[:-1]
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-
 _ONE_ACCEPTED = AppendResult(accepted=1)
 _ONE_DUPLICATE = AppendResult(duplicates=1)
 _ONE_OUT_OF_ORDER = AppendResult(out_of_order=1)
@@ -215,10 +134,14 @@ _ONE_OUT_OF_ORDER = AppendResult(out_of_order=1)
 class _Series:
     """Live samples are ``ts[start:end]`` / ``vals[start:end]``; never written in place."""
 
-    __slots__ = ("ts", "vals", "start", "end", "newest_real", "token", "last_v", "last_drop", "last_stale", "buffer_id")
+    __slots__ = (
+        "ts", "vals", "start", "end", "newest_real", "token", "last_v", "last_drop", "last_stale", "buffer_id", "jid"
+    )
 
     def __init__(self, token: str) -> None:
         self.token = token
+        self.jid = 0
+        """The series' id in the store's journal (0 without one)."""
         self.buffer_id = object()
         """Identifies the current `ts` buffer (a new one whenever the buffer is replaced)."""
         self.ts = np.empty(_MIN_CAPACITY, dtype=np.float64)
@@ -274,7 +197,7 @@ class _Series:
             self.last_v = v
             if prev is not None and v < prev:
                 self.last_drop = float(ts[0])
-            if _is_stale_scalar(v):
+            if is_stale_scalar(v):
                 self.last_stale = float(ts[0])
             else:
                 self.newest_real = float(ts[0])
@@ -305,7 +228,7 @@ class _Series:
         self.vals[self.end] = v
         self.end += 1
         self.last_v = v
-        if v == v or _float_bits(v) != STALE_NAN_BITS:
+        if v == v or float_bits(v) != STALE_NAN_BITS:
             self.newest_real = t
         else:
             self.last_stale = t
@@ -391,6 +314,7 @@ class SampleStore:
         """The same series by `SeriesRef.token` (for `append_refs`)."""
         self._version = 0
         """Bumped by every change of the stored samples (see `version`)."""
+        self._journal: Journal | None = None
         self._valid: dict[tuple[str, tuple[tuple[str, str], ...]], Labels] = {}
         """Cache: (name, labels as given) -> validated series key, so repeat appends skip validation."""
 
@@ -403,7 +327,7 @@ class SampleStore:
         if cached is not None:
             return cached
         validate_metric_name(name)
-        key = _validate_labels(labels)
+        key = validate_labels(labels)
         if raw is not None:
             if len(self._valid) >= _VALIDATION_CACHE_SIZE:
                 self._valid.clear()
@@ -425,11 +349,13 @@ class SampleStore:
                     # Fast path for scrape-style single samples of a known series.
                     newest_t = float(series.ts[series.end - 1])
                     if t <= newest_t:
-                        if t == newest_t and _float_bits(v) == _float_bits(float(series.vals[series.end - 1])):
+                        if t == newest_t and float_bits(v) == float_bits(float(series.vals[series.end - 1])):
                             return _ONE_DUPLICATE
                         return _ONE_OUT_OF_ORDER
                     series.append_one(t, v, self.retention)
                     self._version += 1
+                    if self._journal is not None:
+                        self._journal.log((series.jid,), (1,), np.array([t]), np.array([v]))
                     return _ONE_ACCEPTED
         ts, vals = _as_samples(timestamps, values)
         if len(ts) == 0:
@@ -442,11 +368,13 @@ class SampleStore:
                 # Fast path for scrape-style single samples.
                 t = float(ts[0])
                 if t <= newest[0]:
-                    if t == newest[0] and _float_bits(float(vals[0])) == _float_bits(float(newest[1])):
+                    if t == newest[0] and float_bits(float(vals[0])) == float_bits(float(newest[1])):
                         return AppendResult(duplicates=1)
                     return AppendResult(out_of_order=1)
                 series.extend(ts, vals, self.retention)
                 self._version += 1
+                if self._journal is not None:
+                    self._journal.log((series.jid,), (1,), ts, vals)
                 return AppendResult(accepted=1)
             accepted, n_dup, n_ooo = _classify(ts, vals, newest)
             n_acc = int(accepted.sum())
@@ -454,14 +382,17 @@ class SampleStore:
                 self._version += 1
                 if series is None:
                     series = self._new_series(name, key)
-                if n_acc == len(ts):
-                    series.extend(ts, vals, self.retention)
-                else:
-                    series.extend(ts[accepted], vals[accepted], self.retention)
+                if n_acc < len(ts):
+                    ts, vals = ts[accepted], vals[accepted]
+                series.extend(ts, vals, self.retention)
+                if self._journal is not None:
+                    self._journal.log((series.jid,), (n_acc,), ts, vals)
         return AppendResult(accepted=n_acc, out_of_order=n_ooo, duplicates=n_dup)
 
     def _new_series(self, name: str, key: Labels) -> _Series:
-        series = _Series(_token(name, key))
+        series = _Series(series_token(name, key))
+        if self._journal is not None:
+            series.jid = self._journal.new_series(name, key)
         self._series.setdefault(name, {})[key] = series
         self._flat[series.token] = series
         return series
@@ -488,6 +419,8 @@ class SampleStore:
             chunk_end = min(n, k + _LOCK_CHUNK)
             with self._lock:
                 self._version += 1
+                k0 = k
+                stopped = False
                 while k < chunk_end:
                     i0 = b[k]
                     i1 = b[k + 1]
@@ -501,7 +434,8 @@ class SampleStore:
                         t = tl[i0]
                         e = s.end
                         if e > s.start and t <= s.ts[e - 1]:
-                            return k, accepted
+                            stopped = True
+                            break
                         if e < s.ts.shape[0]:
                             v = vl[i0]
                             if e > s.start and v < s.last_v:
@@ -510,7 +444,7 @@ class SampleStore:
                             s.vals[e] = v
                             s.end = e + 1
                             s.last_v = v
-                            if v == v or _float_bits(v) != STALE_NAN_BITS:
+                            if v == v or float_bits(v) != STALE_NAN_BITS:
                                 s.newest_real = t
                             else:
                                 s.last_stale = t
@@ -518,16 +452,63 @@ class SampleStore:
                             k += 1
                             continue
                     if i1 - i0 > 1 and not increasing[i0 : i1 - 1].all():
-                        return k, accepted
+                        stopped = True
+                        break
                     seg_t = batch.timestamps[i0:i1]
                     if s is None:
                         s = self._new_series(ref[0], ref[1])
                     elif s.end > s.start and tl[i0] <= s.ts[s.end - 1]:
-                        return k, accepted
+                        stopped = True
+                        break
                     s.extend(seg_t, batch.values[i0:i1], retention)
                     accepted += i1 - i0
                     k += 1
+                if self._journal is not None and k > k0:
+                    self._log_refs(batch, k0, k)
+            if stopped:
+                return k, accepted
         return k, accepted
+
+    def _log_refs(self, batch: RefBatch, k0: int, k1: int) -> None:
+        """Journal series ``k0 .. k1 - 1`` of `batch`, every sample of which was just accepted."""
+        b, refs, flat = batch.bounds, batch.refs, self._flat
+        ids = [flat[refs[i][2]].jid if b[i + 1] > b[i] else 0 for i in range(k0, k1)]
+        counts = [b[i + 1] - b[i] for i in range(k0, k1)]
+        assert self._journal is not None
+        self._journal.log(ids, counts, batch.timestamps[b[k0] : b[k1]], batch.values[b[k0] : b[k1]])
+
+    def attach_journal(self, journal: Journal | None) -> None:
+        """Log to `journal` from now on (None: stop). Every stored series is logged to it first,
+        so the journal can name each series it later logs samples of."""
+        with self._lock:
+            self._journal = journal
+            for name, group in self._series.items():
+                for key, series in group.items():
+                    series.jid = 0 if journal is None else journal.new_series(name, key)
+
+    def commit(self) -> None:
+        """Make every accepted sample durable in the journal (no-op without one; OSError propagates)."""
+        journal = self._journal
+        if journal is not None:
+            journal.commit()
+
+    def snapshot(
+        self, mark: Callable[[list[tuple[int, str, Labels]]], object] | None = None
+    ) -> list[tuple[int, str, Labels, np.ndarray, np.ndarray]]:
+        """Every stored series as (journal id, name, labels, timestamps, values), read-only views
+        that later writes never change, taken under one lock with ``mark(series)`` (where a
+        journal starts the segment that holds every later sample), `series` being the
+        (journal id, name, labels) of the views."""
+        out: list[tuple[int, str, Labels, np.ndarray, np.ndarray]] = []
+        with self._lock:
+            for name, group in self._series.items():
+                for key, series in group.items():
+                    if len(series):
+                        ts, vals = series.views()
+                        out.append((series.jid, name, key, ts, vals))
+            if mark is not None:
+                mark([item[:3] for item in out])
+        return out
 
     def select(
         self, name: str, matchers: Sequence[Matcher] = ()

@@ -24,7 +24,8 @@ from detector.source import kernels, native
 from detector.source.frame import Labels
 from detector.source.openmetrics import OpenMetricsError, write_openmetrics
 from detector.source.openmetrics.parser import _Parser
-from detector.source.store import STALE_NAN, SampleStore
+from detector.source.series import STALE_NAN
+from detector.source.store import SampleStore
 from detector.spec.pack import CausalSettings
 from detector.spec.signals import Signal
 from tests import synthetic as syn

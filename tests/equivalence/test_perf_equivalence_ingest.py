@@ -33,7 +33,8 @@ from detector.source.ingest.remote_write import (
     decode_write_request,
     store_series,
 )
-from detector.source.store import STALE_NAN, RefBatch, SampleStore, series_ref
+from detector.source.series import STALE_NAN, RefBatch, series_ref
+from detector.source.store import SampleStore
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = 1_700_000_000_000

@@ -20,7 +20,8 @@ import pytest
 
 from detector.evidence.gather import gather_evidence
 from detector.source import kernels, native
-from detector.source.store import STALE_NAN, RefBatch, SampleStore, is_stale_marker, series_ref
+from detector.source.series import STALE_NAN, RefBatch, is_stale_marker, series_ref
+from detector.source.store import SampleStore
 from detector.spec.load import default_pack
 from detector.spec.signals import Signal
 

@@ -14,7 +14,8 @@ from detector.source.frame import SignalFrame
 from detector.source.kernels import bucket_quantile, extrapolated_increase, parse_le
 from detector.source.native import NativeSource, evaluate_instant, evaluation_times
 from detector.source.promql import compile_promql
-from detector.source.store import STALE_NAN, SampleStore, is_stale_marker
+from detector.source.series import STALE_NAN, is_stale_marker
+from detector.source.store import SampleStore
 from detector.spec.signals import Signal
 from tests._procs import require_binary
 

@@ -20,7 +20,8 @@ from opentelemetry.sdk.resources import Resource
 
 from detector.source.ingest import IngestReport
 from detector.source.ingest.otlp import attribute_labels, format_le, otlp_router, prometheus_metric_name
-from detector.source.store import SampleStore, is_stale_marker
+from detector.source.series import is_stale_marker
+from detector.source.store import SampleStore
 from tests._procs import serve_asgi
 
 SERVICE = {"service.name": "player", "service.instance.id": "pod-7"}

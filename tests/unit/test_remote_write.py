@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from detector.source.ingest import IngestReport
 from detector.source.ingest.remote_pb import messages
 from detector.source.ingest.remote_write import remote_write_router, snappy_decoded_length
-from detector.source.store import STALE_NAN, SampleStore, is_stale_marker
+from detector.source.series import STALE_NAN, is_stale_marker
+from detector.source.store import SampleStore
 from tests._procs import free_port, prometheus, serve_asgi, wait_until
 
 HEADERS = {

@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from detector.source.store import STALE_NAN, AppendResult, SampleStore, is_stale_marker
+from detector.source.series import STALE_NAN, is_stale_marker
+from detector.source.store import AppendResult, SampleStore
 
 
 def _series(store: SampleStore, name: str, **labels: str) -> tuple[np.ndarray, np.ndarray]:

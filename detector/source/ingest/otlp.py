@@ -92,7 +92,8 @@ from detector.source.ingest import (
     read_body,
     safe_reporter,
 )
-from detector.source.store import STALE_NAN, SampleStore
+from detector.source.series import STALE_NAN
+from detector.source.store import SampleStore
 
 log = logging.getLogger(__name__)
 
@@ -632,7 +633,9 @@ def otlp_router(
 
     def process(body: bytes, content_type: str | None, encoding: str | None) -> tuple[IngestReport, str]:
         req, mtype = decode_request(body, content_type, encoding, max_decoded_bytes)
-        return store_translation(store, translate(req, acc), clock() + max_future), mtype
+        rep = store_translation(store, translate(req, acc), clock() + max_future)
+        store.commit()  # logged samples are durable before the answer
+        return rep, mtype
 
     @router.post(path, summary="OTLP/HTTP metrics export", response_class=Response)
     async def export(request: Request) -> Response:
@@ -649,6 +652,8 @@ def otlp_router(
         except Exception as exc:  # our own fault: the exporter retries 5xx
             log.exception("otlp: storing an export failed")
             msg = f"internal error while storing samples: {type(exc).__name__}"
+            if isinstance(exc, OSError):
+                msg = f"cannot write the write-ahead log: {exc}"
             report(IngestReport(protocol="otlp", status=500, error=msg))
             return _status(500, msg, mtype)
         report(rep)

@@ -66,14 +66,8 @@ from detector.source.ingest import (
     safe_reporter,
 )
 from detector.source.ingest.remote_pb import messages, raw_write_request
-from detector.source.store import (
-    RefBatch,
-    SampleStore,
-    SeriesRef,
-    series_ref,
-    validate_label_name,
-    validate_metric_name,
-)
+from detector.source.series import RefBatch, SeriesRef, series_ref, validate_label_name, validate_metric_name
+from detector.source.store import SampleStore
 
 log = logging.getLogger(__name__)
 
@@ -659,10 +653,13 @@ def remote_write_router(
     def decode_and_store(
         body: bytes,
     ) -> tuple[DecodedRequest | list[SeriesSamples], IngestReport | None, Exception | None]:
-        """Decode (IngestError propagates), then store: (series, report, our own fault)."""
+        """Decode (IngestError propagates), then store and commit to the store's journal (if
+        any) before the answer: (series, report, our own fault)."""
         series = decode_request(body, max_decoded_bytes, cache)
         try:
-            return series, store_series(store, series, clock() + max_future), None
+            rep = store_series(store, series, clock() + max_future)
+            store.commit()
+            return series, rep, None
         except Exception as exc:  # our own fault, answered with a 500 by the caller
             return series, None, exc
 
@@ -683,6 +680,8 @@ def remote_write_router(
         if fault is not None or rep is None:  # our own fault: the sender should retry
             log.error("remote_write: storing %d series failed", len(series), exc_info=fault)
             msg = f"internal error while storing samples: {type(fault).__name__}"
+            if isinstance(fault, OSError):
+                msg = f"cannot write the write-ahead log: {fault}"
             report(IngestReport(protocol="remote_write", status=500, series=len(series), error=msg))
             return PlainTextResponse(msg + "\n", status_code=500)
         report(rep)
