@@ -32,6 +32,7 @@ _LAZY = {
     "IngestError": "detector.source.ingest",
     "ConfigError": "detector.service.config",
     "StateError": "detector.service.state",
+    "WalError": "detector.source.wal",
 }
 
 

@@ -14,7 +14,8 @@ programming mistake (a negative step, a malformed argument) stays a ``ValueError
     ├── DataError               input data is malformed
     │   ├── OpenMetricsError    detector.source.openmetrics: with the line number (also a ValueError)
     │   └── IngestError         detector.source.ingest: a pushed request refused, with its HTTP status
-    └── StateError              detector.service.state: the state database failed
+    ├── StateError              detector.service.state: the state database failed
+    └── WalError                detector.source.wal: a push pipeline's write-ahead log directory is unusable
 
 Each subclass is defined next to the code that raises it (and carries that code's
 context: issues, line number, status); this module only holds the roots, and imports

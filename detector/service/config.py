@@ -52,6 +52,8 @@ File layout (every key optional; unknown keys are errors)::
         source:
           type: push              # fed by POST /api/v1/write (remote_write) and POST /v1/metrics (OTLP)
           max_decoded_bytes: 67108864   # largest decompressed request (413 above)
+          wal: true               # log accepted samples under <data_dir>/push/<name>, replay at start
+          wal_fsync: false        # true: fsync before each answer (survives power loss, slower)
 
 Source details, routing of pushed samples and retention: docs/ingestion.md.
 

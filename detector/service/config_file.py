@@ -332,8 +332,9 @@ def _parse_replay(f: ConfigFile, node: Node, where: str) -> dict[str, Any]:
 
 
 def _parse_push(f: ConfigFile, node: Node, field: str) -> PushSourceConfig:
-    keys = f.mapping(node, field, ("type", "max_decoded_bytes"))
-    return PushSourceConfig(**_optional(f, keys, field, {"max_decoded_bytes": check_max_decoded_bytes}))
+    keys = f.mapping(node, field, ("type", "max_decoded_bytes", "wal", "wal_fsync"))
+    checks = {"max_decoded_bytes": check_max_decoded_bytes, "wal": check_bool, "wal_fsync": check_bool}
+    return PushSourceConfig(**_optional(f, keys, field, checks))
 
 
 _SOURCE_PARSERS: dict[str, Callable[[ConfigFile, Node, str], SourceConfig]] = {

@@ -177,10 +177,15 @@ DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
 @dataclass(frozen=True)
 class PushSourceConfig:
     """Samples pushed to csf: Prometheus remote_write (``POST /api/v1/write``) and OTLP/HTTP
-    (``POST /v1/metrics``) into the pipeline's own in-memory sample store."""
+    (``POST /v1/metrics``) into the pipeline's own sample store, kept in memory and, with
+    `wal`, in a write-ahead log under ``<data_dir>/push/<pipeline>`` (`detector.source.wal`)."""
 
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
     """Largest decompressed request accepted (snappy/gzip bombs are refused with 413)."""
+    wal: bool = True
+    """Log every accepted sample before acknowledging it, and replay the log at start."""
+    wal_fsync: bool = False
+    """fsync the log before each acknowledgement (survives power loss; one disk flush per request)."""
     type: Literal["push"] = "push"
 
     def describe(self) -> dict[str, Any]:
@@ -188,6 +193,8 @@ class PushSourceConfig:
             "type": self.type,
             "endpoints": ["/api/v1/write", "/v1/metrics"],
             "max_decoded_bytes": self.max_decoded_bytes,
+            "wal": self.wal,
+            "wal_fsync": self.wal_fsync,
         }
 
 

@@ -84,16 +84,20 @@ class SimulatorFeed:
 
 class PushFeed:
     """The feed of a ``push`` pipeline: its store is written by the receivers; before each
-    evaluation the samples older than the retention are dropped."""
+    evaluation the samples older than the retention are dropped, and the write-ahead log
+    (if any) starts a checkpoint when one is due."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, wal: Any = None) -> None:
         self.store = store
+        self.wal = wal
 
     def prepare(self, now: float, stop: threading.Event) -> None:
-        """Nothing to fill: pushed history arrives by itself."""
+        """Nothing to fill: pushed history arrives by itself (or was replayed from the log)."""
 
     def advance(self, now: float) -> None:
         self.store.enforce_retention(now)
+        if self.wal is not None:
+            self.wal.maybe_checkpoint()
 
 
 class PushReceiver:
@@ -106,6 +110,10 @@ class PushReceiver:
 
     def __init__(self, store: Any, *, max_body_bytes: int, max_decoded_bytes: int) -> None:
         self.store = store
+        self.max_body_bytes = max_body_bytes
+        self.max_decoded_bytes = max_decoded_bytes
+        self.wal: Any = None
+        """The store's write-ahead log (`detector.source.wal.WriteAheadLog`), None without one."""
         self.observer: Callable[[IngestReport], None] | None = None
         router = APIRouter()
         router.include_router(
@@ -134,12 +142,18 @@ class PushReceiver:
     def stats(self) -> dict[str, Any]:
         """Series, samples and the newest sample time of the store (for the API)."""
         newest = self.store.newest_timestamp()
-        return {
+        out: dict[str, Any] = {
             "series": self.store.series_count(),
             "samples": self.store.sample_count(),
             "newest_sample": format_time(newest) if newest is not None else None,
             "retention_seconds": self.store.retention,
+            "wal": None,
         }
+        wal = self.wal
+        if wal is not None:
+            replay = wal.replay
+            out["wal"] = {**wal.stats(), "replayed": replay.to_dict() if replay is not None else None}
+        return out
 
 
 __all__ = [

@@ -3,12 +3,20 @@
 `build_handle` turns a `PipelineConfig` into its source, feed, clock and `Pipeline`
 (the rules of each source type are in the `detector.service.runner` docstring);
 `warm_up_count` and `history_span` size the history the first evaluation needs.
+
+A ``push`` pipeline with ``wal: true`` (the default) opens its write-ahead log under
+``<data_dir>/push/<name>`` and replays it into its store before it is handed to the
+runner, so a restart keeps every acknowledged sample. A push pipeline rebuilt by a
+reload (its pack changed) takes over the store, log and receiver of the one it
+replaces: a reload loses no sample either.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from detector.decision.pipeline import Pipeline
@@ -25,7 +33,10 @@ from detector.sim.web import WebShopSimulator
 from detector.source.native import NativeSource
 from detector.source.prometheus_api import PrometheusSource
 from detector.source.store import SampleStore
+from detector.source.wal import WriteAheadLog
 from detector.spec.pack import Pack
+
+log = logging.getLogger("csf.service")
 
 
 class Evaluator(Protocol):
@@ -56,6 +67,8 @@ class PipelineHandle:
     """Source status before the first evaluation (the embedded simulator is always up)."""
     receiver: PushReceiver | None = None
     """The push endpoints of a ``push`` pipeline (None for other sources)."""
+    close: Callable[[], None] | None = None
+    """Releases what the pipeline holds besides its source (a push pipeline's write-ahead log)."""
 
 
 def build_handle(
@@ -65,16 +78,20 @@ def build_handle(
     wall: Callable[[], float],
     *,
     max_body_bytes: int = 16 * 1024 * 1024,
+    data_dir: Path | None = None,
+    previous: PipelineHandle | None = None,
 ) -> PipelineHandle:
     """The source, feed, clock and pipeline of one configured pipeline (rules in the module doc).
 
-    `max_body_bytes` bounds the request bodies of a ``push`` pipeline's receivers.
+    `max_body_bytes` bounds the request bodies of a ``push`` pipeline's receivers;
+    `data_dir` holds push pipelines' write-ahead logs (None: none is kept); `previous`
+    is the pipeline of the same name this one replaces in a reload.
     """
     src = pc.source
     if isinstance(src, PrometheusSourceConfig):
         return _prometheus_handle(pc, src, wall)
     if isinstance(src, PushSourceConfig):
-        return _push_handle(pc, src, evaluation_interval, wall, max_body_bytes)
+        return _push_handle(pc, src, evaluation_interval, max_body_bytes, wall, data_dir, previous)
     if not isinstance(src, SimulatorSource):
         raise ValueError(f"pipeline {pc.name!r}: unsupported source type {src.type!r}")
     return _simulator_handle(pc, src, evaluation_interval, wall0, wall)
@@ -121,20 +138,53 @@ def _push_handle(
     pc: PipelineConfig,
     src: PushSourceConfig,
     evaluation_interval: float,
-    wall: Callable[[], float],
     max_body_bytes: int,
+    wall: Callable[[], float],
+    data_dir: Path | None,
+    previous: PipelineHandle | None,
 ) -> PipelineHandle:
     """A pipeline evaluating, at wall-clock time, a store fed only by its push receivers."""
-    store = SampleStore(retention=history_span(pc.pack, evaluation_interval) + 3600.0)
+    retention = history_span(pc.pack, evaluation_interval) + 3600.0
+    old = previous.receiver if previous is not None else None
+    if old is not None and previous is not None:
+        store, wal = old.store, old.wal
+        store.retention = retention
+        previous.close = None  # the new handle owns the store and log now
+        if wal is not None and not src.wal:
+            wal.close()
+            wal = None
+    else:
+        store, wal = SampleStore(retention=retention), None
+    if wal is None and src.wal and data_dir is not None:
+        wal = _open_wal(pc.name, Path(data_dir) / "push" / pc.name, src.wal_fsync, store)
+    if wal is not None:
+        wal.fsync = src.wal_fsync
+    if old is not None and (old.max_body_bytes, old.max_decoded_bytes) == (max_body_bytes, src.max_decoded_bytes):
+        receiver = old  # keeps its series cache and OTLP delta state
+    else:
+        receiver = PushReceiver(store, max_body_bytes=max_body_bytes, max_decoded_bytes=src.max_decoded_bytes)
+    receiver.wal = wal
     return PipelineHandle(
         name=pc.name,
         pack=pc.pack,
         pipeline=Pipeline(pc.name, pc.pack, NativeSource(store)),
         clock=wall,
-        feed=PushFeed(store),
+        feed=PushFeed(store, wal),
         source=src.describe(),
-        receiver=PushReceiver(store, max_body_bytes=max_body_bytes, max_decoded_bytes=src.max_decoded_bytes),
+        receiver=receiver,
+        close=wal.close if wal is not None else None,
     )
+
+
+def _open_wal(name: str, directory: Path, fsync: bool, store: SampleStore) -> WriteAheadLog:
+    """Open and replay a push pipeline's write-ahead log into `store` (a checkpoint follows when
+    segments were replayed)."""
+    wal = WriteAheadLog(directory, fsync=fsync)
+    report = wal.open(store)
+    log.info("write-ahead log replayed", extra={"pipeline": name, **report.to_dict(), "problems": len(report.problems)})
+    if report.segments and report.samples:
+        wal.start_checkpoint()
+    return wal
 
 
 def _simulator_handle(

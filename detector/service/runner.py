@@ -165,7 +165,9 @@ class Runner:
     ) -> Runner:
         wall0 = wall()
         handles = [
-            build_handle(pc, config.evaluation_interval, wall0, wall, max_body_bytes=config.max_body_bytes)
+            build_handle(
+                pc, config.evaluation_interval, wall0, wall, max_body_bytes=config.max_body_bytes, data_dir=config.data_dir
+            )
             for pc in config.pipelines
         ]
         runner = cls(handles, evaluation_interval=config.evaluation_interval, metrics=metrics, state=state)
@@ -228,7 +230,13 @@ class Runner:
             wall0 = self._wall()
             built = {
                 pc.name: build_handle(
-                    pc, config.evaluation_interval, wall0, self._wall, max_body_bytes=config.max_body_bytes
+                    pc,
+                    config.evaluation_interval,
+                    wall0,
+                    self._wall,
+                    max_body_bytes=config.max_body_bytes,
+                    data_dir=config.data_dir,
+                    previous=old_runtimes[pc.name].handle if pc.name in old_runtimes else None,
                 )
                 for pc in config.pipelines
                 if pc.name not in unchanged
@@ -288,6 +296,7 @@ class Runner:
                 self._close_pusher(rt)
             finally:
                 rt.lock.release()
+        self._close_handle(rt.handle)
         source = getattr(rt.handle.pipeline, "source", None)
         close = getattr(source, "close", None)
         if not callable(close):
@@ -301,6 +310,17 @@ class Runner:
             log.exception("closing a replaced pipeline's source failed", extra={"pipeline": rt.handle.name})
         finally:
             rt.lock.release()
+
+    @staticmethod
+    def _close_handle(h: PipelineHandle) -> None:
+        """Close what the pipeline holds besides its source (once; failures are logged)."""
+        close, h.close = h.close, None
+        if close is None:
+            return
+        try:
+            close()
+        except Exception:
+            log.exception("closing a pipeline's write-ahead log failed", extra={"pipeline": h.name})
 
     def _add_job(self, scheduler: BackgroundScheduler, name: str, *, replace_existing: bool = False) -> None:
         scheduler.add_job(
@@ -514,6 +534,7 @@ class Runner:
             scheduler.shutdown(wait=True)
         for rt in self._runtimes.values():
             self._close_pusher(rt)
+            self._close_handle(rt.handle)
         if self.state is not None:
             self.state.close()
         log.info("runner stopped")

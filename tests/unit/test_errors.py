@@ -14,7 +14,7 @@ def test_the_tree() -> None:
     assert issubclass(detector.PackError, SpecError) and issubclass(detector.ConfigError, SpecError)
     assert issubclass(detector.OpenMetricsError, DataError) and issubclass(detector.OpenMetricsError, ValueError)
     assert issubclass(detector.IngestError, DataError)
-    for cls in (SpecError, DataError, detector.SourceError, detector.StateError):
+    for cls in (SpecError, DataError, detector.SourceError, detector.StateError, detector.WalError):
         assert issubclass(cls, CsfError)
     with pytest.raises(AttributeError):
         _ = detector.NoSuchThing  # type: ignore[attr-defined]
@@ -48,5 +48,18 @@ def test_real_raises_are_caught_by_the_root(tmp_path: Path) -> None:
     src = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout=1, retries=0)
     attempt(lambda: src.query_range(Signal(kind="gauge", metric="up"), 0.0, 60.0, 60.0))
     src.close()
-    expected = [detector.PackError, detector.ConfigError, detector.OpenMetricsError, detector.SourceError]
+    from detector.source.wal import WriteAheadLog
+
+    (tmp_path / "wal-owned").mkdir()
+    owner = WriteAheadLog(tmp_path / "wal-owned")
+    owner.open(SampleStore())
+    attempt(lambda: WriteAheadLog(tmp_path / "wal-owned").open(SampleStore()))
+    owner.close()
+    expected = [
+        detector.PackError,
+        detector.ConfigError,
+        detector.OpenMetricsError,
+        detector.SourceError,
+        detector.WalError,
+    ]
     assert all(issubclass(got, want) for got, want in zip(caught, expected, strict=True)), caught
