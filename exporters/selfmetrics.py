@@ -67,6 +67,17 @@ class IngestMetrics:
             ["pipeline", "protocol", "code"],
             registry=registry,
         )
+        self.wal_problems = Gauge(
+            "csf_wal_replay_problems",
+            "Damaged records or files of the push pipeline's write-ahead log skipped by the replay at start "
+            "(0: every acknowledged sample was replayed). The log line 'write-ahead log damaged' says where.",
+            ["pipeline"],
+            registry=registry,
+        )
+
+    def replayed(self, pipeline: str, problems: int) -> None:
+        """What the pipeline's write-ahead log replay found."""
+        self.wal_problems.labels(pipeline).set(problems)
 
     def add_pipeline(self, pipeline: str) -> None:
         """Create the pipeline's sample series at zero."""

@@ -352,6 +352,9 @@ class Runner:
         metrics, name = self.metrics.ingest(), h.name
         metrics.add_pipeline(name)
         h.receiver.observer = lambda report: metrics.observe(name, report)
+        wal = h.receiver.wal
+        if wal is not None and wal.replay is not None:
+            metrics.replayed(name, len(wal.replay.problems))
 
     @property
     def push_pipelines(self) -> tuple[str, ...]:

@@ -85,7 +85,8 @@ CHUNK_SAMPLES = 1024
 """Samples per checkpoint chunk."""
 SEGMENT_BYTES = 64 * 1024 * 1024
 CHECKPOINT_BYTES = 64 * 1024 * 1024
-CHECKPOINT_INTERVAL = 3600.0
+CHECKPOINT_INTERVAL = 7200.0
+"""Seconds between checkpoints while anything is logged (Prometheus cuts its head every 2 h)."""
 _SEGMENT_NAME = re.compile(r"^\d{8}$")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint\.(\d{8})$")
 

@@ -90,6 +90,7 @@ def test_kill_9_during_sustained_remote_write_loses_no_acknowledged_sample(tmp_p
         replayed = stats["wal"]["replayed"]
         assert replayed["samples"] == stats["samples"] and replayed["problems"] == []
         assert "write-ahead log replayed" in restarted.log()
+        assert 'csf_wal_replay_problems{pipeline="pushed"} 0.0' in restarted.get("/metrics").text
     finally:
         for s in (server, restarted):
             if s is not None and s.process.poll() is None:
@@ -160,3 +161,23 @@ def test_a_reload_that_rebuilds_a_push_pipeline_keeps_its_samples(tmp_path: Path
         wal = new.receiver.wal
         assert wal is not None and wal._fd is not None, "the log stays open for the rebuilt pipeline"
         assert wal.fsync is True
+
+
+def test_a_damaged_log_is_counted_in_metrics_and_the_rest_is_served(tmp_path: Path) -> None:
+    path = _write(tmp_path, PUSH)
+    config = load_config(path, {})
+    t = time.time() - 60
+    with served(config) as (client, _runner):
+        for k in range(3):
+            body = remote_write_body([("up", {}, [(t + k, float(k))])])
+            assert client.post("/api/v1/write", content=body, headers=RW_HEADERS).status_code == 204
+    segment = max((config.data_dir / "push" / "pushed" / "wal").iterdir())
+    segment.write_bytes(segment.read_bytes()[:-4])  # the last record torn
+    with served(load_config(path, {})) as (client, runner):
+        metrics = client.get("/metrics").text
+        assert 'csf_wal_replay_problems{pipeline="pushed"} 1.0' in metrics
+        store = runner.handle("pushed").receiver.store
+        assert store.sample_count() == 2
+        [entry] = client.get("/api/v1/pipelines").json()["pipelines"]
+        [problem] = entry["source"]["store"]["wal"]["replayed"]["problems"]
+        assert "cut short" in problem and "bytes skipped" in problem
