@@ -24,6 +24,7 @@ A segment is the magic ``CSFWAL1\\n`` followed by records::
     kind u8 | payload length u32 LE | CRC-32 (zlib) of the payload u32 LE | payload
     kind 1 SERIES   id u32 LE | JSON [name, [[label, value], ...]] in UTF-8
     kind 2 SAMPLES  n u32 LE | ids u32[n] | counts u32[n] | timestamps f64[sum] | values f64[sum]
+    kind 5 CLOSED   segment number u32 LE: the last record of a segment that was closed
 
 An id names a series from its SERIES record on, to the end of the stream (checkpoint,
 then segments in order); a later SERIES record may give the id to another series.
@@ -39,7 +40,10 @@ Replay and repair
 number on, into the store, with the store's ingestion rules: replay rebuilds what the
 store held. A record cut short (a torn write at a crash) or failing its CRC ends the
 replay of its segment: it is reported (`ReplayReport.problems`, an error log line),
-the segment is truncated there, and the replay goes on with the next segment. Nothing in
+the segment is truncated there, and the replay goes on with the next segment. A segment
+other than the newest that lacks its CLOSED record lost records at its end (cut at a
+record boundary): that is reported too. Every replayed segment is then closed (a CLOSED
+record appended), so the same damage is reported once. Nothing in
 the log's content makes opening fail; only an unusable directory does (`WalError`).
 
 Retention
@@ -79,7 +83,7 @@ log = logging.getLogger("csf.wal")
 
 SEGMENT_MAGIC = b"CSFWAL1\n"
 CHECKPOINT_MAGIC = b"CSFCKP1\n"
-SERIES, SAMPLES, CHUNK, END = 1, 2, 3, 4
+SERIES, SAMPLES, CHUNK, END, CLOSED = 1, 2, 3, 4, 5
 _HEAD = struct.Struct("<BII")
 CHUNK_SAMPLES = 1024
 """Samples per checkpoint chunk."""
@@ -214,7 +218,7 @@ def _records(data: bytes, start: int) -> Iterator[tuple[int, int, bytes, str]]:
             return
         kind, length, crc = _HEAD.unpack_from(data, pos)
         end = pos + _HEAD.size + length
-        if kind not in (SERIES, SAMPLES, CHUNK, END):
+        if kind not in (SERIES, SAMPLES, CHUNK, END, CLOSED):
             yield pos, 0, b"", f"unknown record kind {kind}"
             return
         if end > n:
@@ -278,7 +282,7 @@ class WriteAheadLog:
         first = self._load_checkpoint(stream, report)
         numbers = [n for n in self._segment_numbers() if n >= first]
         for number in numbers:
-            self._replay_segment(number, stream, report)
+            self._replay_segment(number, stream, report, newest=number == numbers[-1])
         report.segments = len(numbers)
         report.samples = stream.samples
         if stream.unknown:
@@ -332,7 +336,9 @@ class WriteAheadLog:
             data = path.read_bytes()
             problem = self._read_checkpoint(data, None) or self._read_checkpoint(data, stream)
             if problem is not None:
-                report.problems.append(f"{path.name}: {problem}; an older checkpoint is used")
+                kept = path.with_name(path.name + ".damaged")
+                os.replace(path, kept)  # kept for a post-mortem, never read again
+                report.problems.append(f"{path.name}: {problem}; set aside as {kept.name}")
                 continue
             report.checkpoint = path.name
             self.last_checkpoint = path.name
@@ -365,14 +371,16 @@ class WriteAheadLog:
                 return f"offset {offset}: {type(exc).__name__}: {exc}"
         return "no END record (written incompletely)"
 
-    def _replay_segment(self, number: int, stream: _Stream, report: ReplayReport) -> None:
+    def _replay_segment(self, number: int, stream: _Stream, report: ReplayReport, *, newest: bool) -> None:
+        """Replay one segment into `stream`, report its damage, and leave it closed (repaired)."""
         path = self.directory / "wal" / f"{number:08d}"
         data = path.read_bytes()
         if not data.startswith(SEGMENT_MAGIC):
-            if len(data) < len(SEGMENT_MAGIC) and SEGMENT_MAGIC.startswith(data):
-                return  # created just before a crash, nothing in it
-            report.problems.append(f"wal/{path.name}: not a csf write-ahead log segment ({len(data)} bytes skipped)")
+            if not (newest and len(data) < len(SEGMENT_MAGIC) and SEGMENT_MAGIC.startswith(data)):
+                report.problems.append(f"wal/{path.name}: not a csf write-ahead log segment ({len(data)} bytes skipped)")
+            self._close_file(path, 0, number)  # the newest, created just before a crash: nothing in it
             return
+        end = len(data)
         for offset, kind, payload, bad in _records(data, len(SEGMENT_MAGIC)):
             problem = bad or None
             if kind in (SERIES, SAMPLES):
@@ -380,16 +388,36 @@ class WriteAheadLog:
                     (stream.series if kind == SERIES else stream.samples_record)(payload)
                 except (ValueError, KeyError, struct.error) as exc:
                     problem = f"{type(exc).__name__}: {exc}"
+            elif kind == CLOSED:
+                if offset + _HEAD.size + len(payload) != len(data):
+                    problem = "records after the closing record"
+                else:
+                    return  # closed properly: nothing to repair
             elif kind != 0:
                 problem = f"record kind {kind} in a segment"
             if problem is not None:
+                report.problems.append(f"wal/{path.name} offset {offset}: {problem} ({len(data) - offset} bytes skipped)")
+                end = offset
+                break
+        else:
+            if not newest:
                 report.problems.append(
-                    f"wal/{path.name} offset {offset}: {problem} ({len(data) - offset} bytes skipped)"
+                    f"wal/{path.name}: ends at offset {len(data)} without its closing record "
+                    "(cut short at a record boundary: records after it are missing)"
                 )
-                with open(path, "r+b") as f:
-                    f.truncate(offset)
-                    os.fsync(f.fileno())
-                return
+        self._close_file(path, end, number)
+
+    @staticmethod
+    def _close_file(path: Path, end: int, number: int) -> None:
+        """Cut the segment at `end` (nothing valid: a fresh magic) and append its CLOSED record."""
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            f.seek(end)
+            if end == 0:
+                f.write(SEGMENT_MAGIC)
+            f.write(_record(CLOSED, struct.pack("<I", number)))
+            f.flush()
+            os.fsync(f.fileno())
 
     # ------------------------------------------------------------------ writing (the store's Journal)
 
@@ -445,6 +473,7 @@ class WriteAheadLog:
     def _next_segment(self) -> None:
         """Close the current segment (fsync'ed) and open the next one (caller holds `_write_lock`)."""
         assert self._fd is not None
+        os.write(self._fd, _record(CLOSED, struct.pack("<I", self._segment)))
         os.fsync(self._fd)
         os.close(self._fd)
         self._segment += 1
@@ -549,6 +578,7 @@ class WriteAheadLog:
             with self._write_lock:
                 fd, self._fd = self._fd, None
                 if fd is not None:
+                    os.write(fd, _record(CLOSED, struct.pack("<I", self._segment)))
                     os.fsync(fd)
                     os.close(fd)
             if self._lock_fd is not None:

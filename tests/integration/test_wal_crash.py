@@ -172,7 +172,8 @@ def test_a_damaged_log_is_counted_in_metrics_and_the_rest_is_served(tmp_path: Pa
             body = remote_write_body([("up", {}, [(t + k, float(k))])])
             assert client.post("/api/v1/write", content=body, headers=RW_HEADERS).status_code == 204
     segment = max((config.data_dir / "push" / "pushed" / "wal").iterdir())
-    segment.write_bytes(segment.read_bytes()[:-4])  # the last record torn
+    closed = 9 + 4  # the CLOSED record a clean shutdown appended
+    segment.write_bytes(segment.read_bytes()[: -(closed + 4)])  # and the last samples record torn
     with served(load_config(path, {})) as (client, runner):
         metrics = client.get("/metrics").text
         assert 'csf_wal_replay_problems{pipeline="pushed"} 1.0' in metrics
