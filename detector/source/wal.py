@@ -155,8 +155,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_BATCH_SAMPLES = 1 << 18
+"""Samples of consecutive records a replay hands to the store in one bulk append."""
+
+
 class _Stream:
-    """Turns records into store appends, in stream order (one per replay)."""
+    """Turns records into store appends, in stream order (one per replay).
+
+    Consecutive records are appended together (`flush`): the store applies a batch
+    series by series, in order, which is what one append per record would do."""
 
     def __init__(self, store: SampleStore) -> None:
         self.store = store
@@ -164,6 +171,11 @@ class _Stream:
         self.samples = 0
         self.unknown = 0
         """Samples of records naming a series id no SERIES record defined (skipped)."""
+        self._refs: list[SeriesRef] = []
+        self._counts: list[np.ndarray] = []
+        self._ts: list[np.ndarray] = []
+        self._vals: list[np.ndarray] = []
+        self._queued = 0
 
     def series(self, payload: bytes) -> None:
         (jid,) = struct.unpack_from("<I", payload)
@@ -185,14 +197,31 @@ class _Stream:
             mask = np.repeat(known, counts)
             self.unknown += int(counts[~known & (counts > 0)].sum())
             ts, vals, counts = ts[mask], vals[mask], counts[known]
-        refs = [ref for ref, k in zip(found, known, strict=True) if k and ref is not None]
-        bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
-        self.append(refs, bounds, ts, vals)
+        self._queue([ref for ref, k in zip(found, known, strict=True) if k and ref is not None], counts, ts, vals)
 
     def chunk(self, payload: bytes) -> None:
         (jid,) = struct.unpack_from("<I", payload)
         ts, vals = decode_chunk(payload[4:])
-        self.append([self.names[jid]], [0, len(ts)], ts, vals)
+        self._queue([self.names[jid]], np.array([len(ts)]), ts, vals)
+
+    def _queue(self, refs: list[SeriesRef], counts: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> None:
+        self._refs.extend(refs)
+        self._counts.append(counts)
+        self._ts.append(ts)
+        self._vals.append(vals)
+        self._queued += len(ts)
+        if self._queued >= _BATCH_SAMPLES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append everything queued."""
+        if not self._refs:
+            return
+        counts = np.concatenate(self._counts)
+        bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+        refs, ts, vals = self._refs, np.concatenate(self._ts), np.concatenate(self._vals)
+        self._refs, self._counts, self._ts, self._vals, self._queued = [], [], [], [], 0
+        self.append(refs, bounds, ts, vals)
 
     def append(self, refs: list[SeriesRef], bounds: Any, ts: np.ndarray, vals: np.ndarray) -> None:
         batch = RefBatch(refs, bounds, ts, vals)
@@ -283,6 +312,7 @@ class WriteAheadLog:
         numbers = [n for n in self._segment_numbers() if n >= first]
         for number in numbers:
             self._replay_segment(number, stream, report, newest=number == numbers[-1])
+            stream.flush()
         report.segments = len(numbers)
         report.samples = stream.samples
         if stream.unknown:
@@ -335,6 +365,7 @@ class WriteAheadLog:
         for number, path in self._checkpoints():
             data = path.read_bytes()
             problem = self._read_checkpoint(data, None) or self._read_checkpoint(data, stream)
+            stream.flush()
             if problem is not None:
                 kept = path.with_name(path.name + ".damaged")
                 os.replace(path, kept)  # kept for a post-mortem, never read again
