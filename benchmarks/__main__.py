@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from benchmarks import SIZES
 
-BENCHMARKS: tuple[str, ...] = ("causal", "evaluation", "scaling", "backtest", "ingest")
+BENCHMARKS: tuple[str, ...] = ("causal", "evaluation", "scaling", "backtest", "ingest", "storage")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

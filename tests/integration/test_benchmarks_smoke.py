@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks import __main__ as entry
-from benchmarks import backtest, causal, evaluation, ingest, scaling
+from benchmarks import backtest, causal, evaluation, ingest, scaling, storage
 from benchmarks.common import Measurement, fmt_value, render_table, time_calls
+from tests._procs import PROMTOOL, require_binary
 
 
 def by_name(rows: list[Measurement]) -> dict[str, Measurement]:
@@ -47,9 +48,12 @@ def test_causal_benchmark_compares_fast_and_reference() -> None:
 
 def test_evaluation_and_scaling_benchmarks_measure_real_work() -> None:
     rows = by_name(evaluation.run("smoke"))
-    one = rows["default pack, one evaluation (CPU, median)"]
+    one = rows["default pack, one cold evaluation (CPU, median)"]
     assert one.value > 0 and one.extra["constraints"] == 6
     assert rows["samples read per evaluation"].value > 10_000
+    steady = rows["steady state, every 60 s: one evaluation (CPU, median)"]
+    assert len(steady.extra["samples_read"]) == 3 and 0 < max(steady.extra["samples_read"])
+    assert 0 < rows["steady state: samples read / a cold evaluation's"].value < 0.5
     curves = scaling.run("smoke")
     units = [r for r in curves if r.name.startswith("latency constraint, CPU at")]
     assert [r.name.rsplit(" ", 2)[-2] for r in units] == ["3", "9"]
@@ -73,6 +77,19 @@ def test_ingest_benchmark_stores_every_sample() -> None:
     for label in ("one sample per series per minute", "bulk write"):
         per = rows[f"bytes per stored sample, {label}"].value
         assert 16.0 <= per < 64.0  # two float64 per sample, plus buffer slack and per-series overhead
+
+
+def test_storage_benchmark_restarts_from_the_log_and_sizes_prometheus_blocks() -> None:
+    require_binary(PROMTOOL)  # the Prometheus figure comes from promtool's blocks
+    rows = by_name(storage.run("smoke"))
+    samples = rows["samples stored"].value
+    assert samples > 100_000
+    assert 0 < rows["checkpoint (compressed chunks), bytes per sample"].value < 16.0
+    assert rows["write-ahead log segments, bytes per sample"].value >= 16.0  # raw float64 pairs plus framing
+    assert "samples)" in rows["restart with a checkpoint: first verdict"].note
+    replayed = rows["restart from segments only (crash before a checkpoint): first verdict"].note
+    assert f"{int(samples):,} samples" in replayed
+    assert rows["Prometheus TSDB blocks (promtool), bytes per sample"].value > 0
 
 
 def test_entry_point_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
