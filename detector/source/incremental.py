@@ -31,7 +31,9 @@ Rules
 * `samples_read` is what the source read for the new steps: `csf_meta_samples_read`
   shows the saving. Per (signal, step) the frames ending within one step of the newest
   are kept (one per phase when evaluations come more often than steps; at most
-  `max_frames`): the query one step later reuses one of them.
+  `max_frames`): the query one step later reuses one of them. A (signal, step) not asked
+  for during a day of evaluation time is forgotten (a signal whose windows were widened
+  for a sample interval that changed since).
 * A source error propagates and remembers nothing.
 * A survey (`SeriesSurvey`: series, sample interval) is reused for `survey_ttl`
   seconds of evaluation time (default 5 minutes; `PrometheusSource` keeps its own for
@@ -52,6 +54,8 @@ from detector.spec.signals import Signal
 
 DEFAULT_OVERLAP = 600.0
 """Seconds of each remembered frame re-read on every query (samples arriving that late still count)."""
+IDLE_FORGET = 86400.0
+"""Seconds of evaluation time after which the frames of a (signal, step) not asked for are dropped."""
 SURVEY_TTL = 300.0
 """Seconds of evaluation time a survey answer is reused."""
 MIN_STEPS = 16
@@ -80,6 +84,9 @@ class IncrementalSource:
         self.max_frames = max_frames
         self.survey_ttl = survey_ttl
         self._frames: dict[tuple[Signal, float], list[SignalFrame]] = {}
+        self._used: dict[tuple[Signal, float], float] = {}
+        """(signal, step) -> newest `end` it was asked for."""
+        self._swept = -math.inf
         self._surveys: dict[tuple[str, tuple[tuple[str, ...], ...], float], tuple[float, SeriesSurvey | None]] = {}
         self.full_queries = 0
         self.partial_queries = 0
@@ -91,6 +98,7 @@ class IncrementalSource:
     def forget(self) -> None:
         """Drop every remembered frame and survey (the next queries are full ones)."""
         self._frames.clear()
+        self._used.clear()
         self._surveys.clear()
 
     def survey(
@@ -115,6 +123,9 @@ class IncrementalSource:
         if len(times) < self.min_steps:
             return self.inner.query_range(signal, start, end, step)
         key = (signal, float(step))
+        self._used[key] = max(self._used.get(key, -math.inf), float(end))
+        if end - self._swept >= 3600.0:
+            self._sweep(float(end))
         frame = None
         base = self._reusable(key, times, step)
         if base is not None:
@@ -128,6 +139,13 @@ class IncrementalSource:
             self.full_queries += 1
         self._remember(key, frame, step)
         return frame
+
+    def _sweep(self, now: float) -> None:
+        """Forget the (signal, step)s not asked for in the last `IDLE_FORGET` seconds."""
+        self._swept = now
+        for key in [k for k, used in self._used.items() if used < now - IDLE_FORGET]:
+            self._used.pop(key, None)
+            self._frames.pop(key, None)
 
     def _reusable(self, key: tuple[Signal, float], times: np.ndarray, step: float) -> SignalFrame | None:
         """The remembered frame on the query's grid that covers its start and most steps."""

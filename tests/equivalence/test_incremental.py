@@ -146,3 +146,13 @@ def test_a_query_off_the_remembered_grid_is_a_full_query(offset: float) -> None:
     src.query_range(sig, 600.0, 3000.0, 60.0)
     src.query_range(sig, 660.0 + offset, 3060.0 + offset, 60.0)
     assert (src.partial_queries, src.full_queries) == ((1, 1) if offset == 0.0 else (0, 2))
+
+
+def test_frames_of_a_signal_no_longer_asked_for_are_forgotten_after_a_day() -> None:
+    table = {60.0 * k: {A: 1.0} for k in range(4000)}
+    src = IncrementalSource(_Frames(table))
+    old, new = Signal(kind="gauge", metric="x"), Signal(kind="gauge", metric="y")
+    src.query_range(old, 0.0, 1800.0, 60.0)
+    for end in range(3600, 3600 * 27, 3600):
+        src.query_range(new, end - 1800.0, float(end), 60.0)
+    assert (old, 60.0) not in src._frames and (new, 60.0) in src._frames
