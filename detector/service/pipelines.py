@@ -8,7 +8,9 @@ A ``push`` pipeline with ``wal: true`` (the default) opens its write-ahead log u
 ``<data_dir>/push/<name>`` and replays it into its store before it is handed to the
 runner, so a restart keeps every acknowledged sample. A push pipeline rebuilt by a
 reload (its pack changed) takes over the store, log and receiver of the one it
-replaces: a reload loses no sample either.
+replaces, when the runner calls its `PipelineHandle.takeover` (once every pipeline of
+the reload was built: a reload that fails changes nothing): a reload loses no sample
+either.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class PipelineHandle:
     """The push endpoints of a ``push`` pipeline (None for other sources)."""
     close: Callable[[], None] | None = None
     """Releases what the pipeline holds besides its source (a push pipeline's write-ahead log)."""
+    takeover: Callable[[], None] | None = None
+    """Makes this pipeline the owner of what it shares with the one it replaces (called by
+    the runner when a reload is certain; None: nothing shared)."""
 
 
 def build_handle(
@@ -145,25 +150,49 @@ def _push_handle(
 ) -> PipelineHandle:
     """A pipeline evaluating, at wall-clock time, a store fed only by its push receivers."""
     retention = history_span(pc.pack, evaluation_interval) + 3600.0
+    wal_dir = Path(data_dir) / "push" / pc.name if src.wal and data_dir is not None else None
     old = previous.receiver if previous is not None else None
-    if old is not None and previous is not None:
-        store, wal = old.store, old.wal
+    if old is None or previous is None:
+        store = SampleStore(retention=retention)
+        wal = _open_wal(pc.name, wal_dir, src.wal_fsync, store) if wal_dir is not None else None
+        receiver = PushReceiver(store, max_body_bytes=max_body_bytes, max_decoded_bytes=src.max_decoded_bytes)
+        receiver.wal = wal
+        return _push(pc, src, store, wal, receiver, wall)
+    # A reload: share the running pipeline's store (and receiver, when its limits are the
+    # same: it keeps its series cache and OTLP delta state); the log changes hands in takeover.
+    store = old.store
+    same_limits = (old.max_body_bytes, old.max_decoded_bytes) == (max_body_bytes, src.max_decoded_bytes)
+    receiver = old if same_limits else PushReceiver(store, max_body_bytes=max_body_bytes, max_decoded_bytes=src.max_decoded_bytes)
+    handle = _push(pc, src, store, None, receiver, wall)
+    replaced = previous
+
+    def takeover() -> None:
         store.retention = retention
-        previous.close = None  # the new handle owns the store and log now
-        if wal is not None and not src.wal:
+        wal = old.wal
+        replaced.close = None  # the log is this pipeline's now (or closed here)
+        if wal is not None and wal_dir is None:
             wal.close()
             wal = None
-    else:
-        store, wal = SampleStore(retention=retention), None
-    if wal is None and src.wal and data_dir is not None:
-        wal = _open_wal(pc.name, Path(data_dir) / "push" / pc.name, src.wal_fsync, store)
-    if wal is not None:
-        wal.fsync = src.wal_fsync
-    if old is not None and (old.max_body_bytes, old.max_decoded_bytes) == (max_body_bytes, src.max_decoded_bytes):
-        receiver = old  # keeps its series cache and OTLP delta state
-    else:
-        receiver = PushReceiver(store, max_body_bytes=max_body_bytes, max_decoded_bytes=src.max_decoded_bytes)
-    receiver.wal = wal
+        if wal is None and wal_dir is not None:
+            wal = _open_wal(pc.name, wal_dir, src.wal_fsync, store)
+        if wal is not None:
+            wal.fsync = src.wal_fsync
+        receiver.wal = old.wal = wal
+        handle.feed = PushFeed(store, wal)
+        handle.close = wal.close if wal is not None else None
+
+    handle.takeover = takeover
+    return handle
+
+
+def _push(
+    pc: PipelineConfig,
+    src: PushSourceConfig,
+    store: SampleStore,
+    wal: WriteAheadLog | None,
+    receiver: PushReceiver,
+    wall: Callable[[], float],
+) -> PipelineHandle:
     return PipelineHandle(
         name=pc.name,
         pack=pc.pack,

@@ -227,20 +227,7 @@ class Runner:
                 for pc in config.pipelines
                 if pc.name in old_runtimes and self._configs.get(pc.name) == pc
             )
-            wall0 = self._wall()
-            built = {
-                pc.name: build_handle(
-                    pc,
-                    config.evaluation_interval,
-                    wall0,
-                    self._wall,
-                    max_body_bytes=config.max_body_bytes,
-                    data_dir=config.data_dir,
-                    previous=old_runtimes[pc.name].handle if pc.name in old_runtimes else None,
-                )
-                for pc in config.pipelines
-                if pc.name not in unchanged
-            }
+            built = self._build_all(config, unchanged, old_runtimes)
             removed = tuple(n for n in old_runtimes if n not in config.pipeline_names)
             added = tuple(n for n in built if n not in old_runtimes)
             rebuilt = tuple(n for n in built if n in old_runtimes)
@@ -259,6 +246,9 @@ class Runner:
             for name in added:
                 self.metrics.add_pipeline(name)
             for name in built:
+                takeover = built[name].takeover
+                if takeover is not None:
+                    takeover()
                 self._attach_receiver(built[name])
             if scheduler is not None:
                 for name in self._runtimes:
@@ -288,6 +278,32 @@ class Runner:
                 },
             )
             return result
+
+    def _build_all(
+        self, config: Config, unchanged: tuple[str, ...], old: dict[str, _Runtime]
+    ) -> dict[str, PipelineHandle]:
+        """Build every changed or new pipeline of `config`; if one fails, release what the
+        others opened (their write-ahead logs) and re-raise: nothing has changed."""
+        built: dict[str, PipelineHandle] = {}
+        wall0 = self._wall()
+        try:
+            for pc in config.pipelines:
+                if pc.name in unchanged:
+                    continue
+                built[pc.name] = build_handle(
+                    pc,
+                    config.evaluation_interval,
+                    wall0,
+                    self._wall,
+                    max_body_bytes=config.max_body_bytes,
+                    data_dir=config.data_dir,
+                    previous=old[pc.name].handle if pc.name in old else None,
+                )
+        except BaseException:
+            for h in built.values():
+                self._close_handle(h)
+            raise
+        return built
 
     def _retire(self, rt: _Runtime) -> None:
         """Release what a replaced pipeline holds, after its running evaluation (if any) ends."""

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from detector.service.config import load_config
+from detector.service.config_model import PipelineConfig, SimulatorSource
 from detector.service.pipelines import build_handle, warm_up_count
 from detector.sim.simulator import Simulator
 from tests._procs import wait_until
@@ -182,3 +184,28 @@ def test_a_damaged_log_is_counted_in_metrics_and_the_rest_is_served(tmp_path: Pa
         [entry] = client.get("/api/v1/pipelines").json()["pipelines"]
         [problem] = entry["source"]["store"]["wal"]["replayed"]["problems"]
         assert "cut short" in problem and "bytes skipped" in problem
+
+
+def test_a_failed_reload_releases_the_logs_it_opened_and_leaves_the_running_one(tmp_path: Path) -> None:
+    path = _write(tmp_path, PUSH)
+    config = load_config(path, {})
+    with served(config) as (client, runner):
+        before = runner.handle("pushed")
+        assert before.receiver is not None and before.receiver.wal is not None
+        pushed = config.pipelines[0]
+        extra = dataclasses.replace(pushed, name="extra")  # a new push pipeline: its log is opened
+        rebuilt = dataclasses.replace(pushed, source=dataclasses.replace(pushed.source, wal=False))
+        broken = PipelineConfig(name="zz", pack=pushed.pack, source=SimulatorSource(scenario="no-such"))
+        with pytest.raises((KeyError, ValueError)):
+            runner.reload(dataclasses.replace(config, pipelines=(rebuilt, extra, broken)))
+        assert runner.names == ("pushed",) and runner.handle("pushed") is before
+        wal = before.receiver.wal
+        assert wal is not None and wal._fd is not None and before.close is not None, "the running log is untouched"
+        t = time.time() - 60
+        body = remote_write_body([("up", {}, [(t, 1.0)])])
+        assert client.post("/api/v1/write", content=body, headers=RW_HEADERS).status_code == 204
+        # the log the failed reload opened for "extra" was released: a reload can open it again
+        result = runner.reload(dataclasses.replace(config, pipelines=(pushed, extra)))
+        assert result.added == ("extra",)
+        extra_handle = runner.handle("extra")
+        assert extra_handle.receiver is not None and extra_handle.receiver.wal is not None
