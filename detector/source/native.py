@@ -55,7 +55,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.source.frame import PROBE_WINDOWS, Labels, SeriesSurvey, SignalFrame, Source, survey_series
+from detector.source.frame import (
+    PROBE_MIN_SAMPLES,
+    PROBE_WINDOWS,
+    Labels,
+    SeriesSurvey,
+    SignalFrame,
+    Source,
+    survey_series,
+)
 from detector.source.kernels import (
     DEFAULT_LOOKBACK_DELTA,
     bucket_quantile,
@@ -187,11 +195,13 @@ class _Selection:
     """What `SampleStore.select_views` returned for one (metric, matchers), at one store
     version, with its series grouped by equal timestamps (computed on first use)."""
 
-    __slots__ = ("version", "views", "_blocks")
+    __slots__ = ("version", "views", "since", "_blocks")
 
-    def __init__(self, version: int, views: list[SeriesView]) -> None:
+    def __init__(self, version: int, views: list[SeriesView], since: float = -math.inf) -> None:
         self.version = version
         self.views = views
+        self.since = since
+        """Every view holds at least the samples at or after this time."""
         self._blocks: list[tuple[np.ndarray, list[int]]] | None = None
 
     def blocks(self, same: _SharedTimestamps) -> list[tuple[np.ndarray, list[int]]]:
@@ -270,6 +280,30 @@ class _SharedTimestamps:
         return True
 
 
+def _present(view: SeriesView, lo: float, end: float, since: float) -> bool:
+    """Whether the series has a sample other than a stale marker in ``(lo, end]``, from a
+    view holding its samples at or after `since` and the store's newest real sample time
+    (`_unknown` says when those cannot tell)."""
+    ts = view.timestamps
+    i = int(np.searchsorted(ts, lo, side="right"))
+    j = int(np.searchsorted(ts, end, side="right"))
+    if j > i and not (view.last_stale >= ts[i] and is_stale_marker(view.values[i:j]).all()):
+        return True
+    if since <= lo or (len(ts) and ts[0] <= lo):
+        return False  # the view holds all of (lo, end]
+    newest = view.newest_real
+    # nothing real in [since, end]: with no real sample after `end`, the newest real one decides
+    return newest is not None and lo < newest <= end
+
+
+def _unknown(view: SeriesView, end: float, since: float, lo: float) -> bool:
+    """True when `_present` cannot decide from the view: its real samples after `end` hide
+    whether one lies in ``(lo, since)``, which the view does not hold."""
+    ts = view.timestamps
+    complete = since <= lo or (len(ts) > 0 and ts[0] <= lo)
+    return not complete and view.newest_real is not None and view.newest_real > end
+
+
 class NativeSource:
     """`Source` over an embedded `SampleStore`."""
 
@@ -298,15 +332,19 @@ class NativeSource:
         finally:
             self._local.memo = outer
 
-    def _select(self, metric: str, matchers: Sequence[tuple[str, ...]]) -> _Selection:
+    def _select(self, metric: str, matchers: Sequence[tuple[str, ...]], since: float = -math.inf) -> _Selection:
+        """The series of a selector, each holding at least its samples at or after `since`
+        (a compressed store decodes only those; a raw one always hands out everything)."""
+        if not self.store.chunk_samples:
+            since = -math.inf
         memo: dict[tuple[str, tuple[tuple[str, ...], ...]], _Selection] | None = getattr(self._local, "memo", None)
         key = (metric, tuple(matchers))
         if memo is not None:
             hit = memo.get(key)
-            if hit is not None and hit.version == self.store.version:
+            if hit is not None and hit.version == self.store.version and hit.since <= since:
                 return hit
-        version, views = self.store.select_views(metric, matchers)
-        sel = _Selection(version, views)
+        version, views = self.store.select_views(metric, matchers, since)
+        sel = _Selection(version, views, since)
         if memo is not None:
             memo[key] = sel
         return sel
@@ -316,30 +354,46 @@ class NativeSource:
     ) -> SeriesSurvey:
         """What the store holds for the selector (`detector.source.frame.survey_series`): series
         with a real sample in ``(end - lookback, end]``, and their spacing near `end`."""
+        lo = end - lookback
+        # Probe windows shortest first, as `survey_series` reads them: a compressed store
+        # decodes only what the window that settles the interval needs (dense data: an hour).
+        for n, window in enumerate(PROBE_WINDOWS, 1):
+            sel = self._select(metric, matchers, max(lo, end - window))
+            if any(not _present(v, lo, end, sel.since) and _unknown(v, end, sel.since, lo) for v in sel.views):
+                sel = self._select(metric, matchers, lo)  # a series with samples after `end` only in view
+            label_sets, stamps = self._probe(metric, sel, lo, end, window)
+            probe = [(w, [t[np.searchsorted(t, end - w, side="right") :] for t in stamps]) for w in PROBE_WINDOWS[:n]]
+            counts = [len(t) for t in probe[-1][1]]
+            if n == len(PROBE_WINDOWS) or (counts and float(np.median(counts)) >= PROBE_MIN_SAMPLES):
+                break
+        return survey_series(metric, matchers, label_sets, probe)
+
+    @staticmethod
+    def _probe(
+        metric: str, sel: _Selection, lo: float, end: float, window: float
+    ) -> tuple[list[Labels], list[np.ndarray]]:
+        """Label sets of the series present in ``(lo, end]`` and their real sample times in
+        the probe `window` before `end`."""
         label_sets: list[Labels] = []
         stamps: list[np.ndarray] = []
-        lo = end - lookback
-        views = self._select(metric, matchers).views
+        views = sel.views
         # histogram buckets are probed on their le="+Inf" series, as PrometheusSource does
         probe_inf = metric.endswith("_bucket") and any(("le", "+Inf") in v.labels for v in views)
         for view in views:
+            if not _present(view, lo, end, sel.since):
+                continue  # nothing in the lookback, or stale markers only
             ts = view.timestamps
             i = int(np.searchsorted(ts, lo, side="right"))
             j = int(np.searchsorted(ts, end, side="right"))
-            if j <= i or (view.last_stale >= ts[i] and is_stale_marker(view.values[i:j]).all()):
-                continue  # nothing in the lookback, or stale markers only
             label_sets.append(view.labels)
             if probe_inf and ("le", "+Inf") not in view.labels:
                 continue
-            # the probe reads at most the longest probe window: cheap however long the lookback
-            k = int(np.searchsorted(ts, end - PROBE_WINDOWS[-1], side="right"))
-            k = max(i, k)
+            k = max(i, int(np.searchsorted(ts, end - window, side="right")))
             t, v = ts[k:j], view.values[k:j]
             if view.last_stale >= (t[0] if len(t) else math.inf):
                 t = t[~is_stale_marker(v)]
             stamps.append(t)
-        probe = [(w, [t[np.searchsorted(t, end - w, side="right") :] for t in stamps]) for w in PROBE_WINDOWS]
-        return survey_series(metric, matchers, label_sets, probe)
+        return label_sets, stamps
 
     def query_range(self, signal: Signal, start: float, end: float, step: float) -> SignalFrame:
         times = evaluation_times(start, end, step)
@@ -382,7 +436,7 @@ class NativeSource:
         labels: list[Labels] = []
         rows: list[tuple[np.ndarray, np.ndarray]] = []
         samples = 0
-        for lbl, ts, vals, *_ in self._select(metric, matchers).views:
+        for lbl, ts, vals, *_ in self._select(metric, matchers, float(times[0]) - self.lookback_delta).views:
             ts, vals = clip(ts, vals, float(times[0]) - self.lookback_delta, float(times[-1]))
             labels.append(lbl)
             rows.append(instant_values(ts, vals, times, self.lookback_delta))
@@ -392,7 +446,7 @@ class NativeSource:
 
     def _rates(self, metric: str, signal: Signal, times: np.ndarray, *, is_rate: bool) -> _Vector:
         window = _check_range(signal)
-        sel = self._select(metric, signal.matchers)
+        sel = self._select(metric, signal.matchers, float(times[0]) - window)
         views = sel.views
         n = len(views)
         values = np.full((n, len(times)), np.nan)

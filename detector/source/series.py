@@ -130,7 +130,73 @@ class RefBatch:
         return len(self.refs)
 
 
+
+# --------------------------------------------------------------------------- samples of one append
+
+
+def one_sample(timestamps: object, values: object) -> tuple[float, float] | None:
+    """(t, v) when the arguments are one float64 sample with a finite time (a scrape or
+    remote_write sample), else None. Values keep their bits (NaN payloads included)."""
+    if type(timestamps) is np.ndarray and type(values) is np.ndarray:
+        if timestamps.shape != (1,) or values.shape != (1,):
+            return None
+        if timestamps.dtype != np.float64 or values.dtype != np.float64:
+            return None
+        t, v = float(timestamps[0]), float(values[0])
+    elif type(timestamps) is float and type(values) is float:
+        t, v = timestamps, values
+    else:
+        return None
+    return (t, v) if t - t == 0.0 else None
+
+
+def as_samples(timestamps: object, values: object) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.atleast_1d(np.asarray(timestamps, dtype=np.float64))
+    vals = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if ts.ndim != 1 or vals.ndim != 1 or ts.shape != vals.shape:
+        raise ValueError(f"timestamps {ts.shape} and values {vals.shape} must be scalars or equal-length 1-D")
+    if not np.isfinite(ts).all():
+        raise ValueError("timestamps must be finite numbers of seconds")
+    return ts, vals
+
+
+def classify_samples(
+    ts: np.ndarray, vals: np.ndarray, newest: tuple[float, np.float64] | None
+) -> tuple[np.ndarray, int, int]:
+    """Mask of accepted samples, and the duplicate / out-of-order counts (rules in the module doc)."""
+    n = len(ts)
+    before = np.empty(n, dtype=np.float64)
+    before[0] = -np.inf if newest is None else newest[0]
+    if n > 1:
+        np.maximum.accumulate(ts[:-1], out=before[1:])
+        np.maximum(before[1:], before[0], out=before[1:])
+    accepted = ts > before
+    rejected = ~accepted
+    if not rejected.any():
+        return accepted, 0, 0
+    # The newest sample before i is the last accepted one before i (or the stored newest).
+    idx = np.where(accepted, np.arange(n), -1)
+    last_acc = np.empty(n, dtype=np.int64)
+    last_acc[0] = -1
+    if n > 1:
+        np.maximum.accumulate(idx[:-1], out=last_acc[1:])
+    bits = vals.view(np.uint64)
+    newest_bits = np.empty(n, dtype=np.uint64)
+    has_prev = last_acc >= 0
+    newest_bits[has_prev] = bits[last_acc[has_prev]]
+    if newest is not None:
+        newest_bits[~has_prev] = np.asarray(newest[1], dtype=np.float64).view(np.uint64)
+    else:
+        newest_bits[~has_prev] = 0
+    same_time = ts == before
+    duplicate = rejected & same_time & (bits == newest_bits)
+    n_dup = int(duplicate.sum())
+    return accepted, n_dup, int(rejected.sum()) - n_dup
+
 __all__ = [
+    "as_samples",
+    "classify_samples",
+    "one_sample",
     "STALE_NAN",
     "STALE_NAN_BITS",
     "RefBatch",

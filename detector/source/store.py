@@ -38,6 +38,13 @@ the store applied them, every series it creates and every sample it accepts
 (duplicates and out-of-order samples are never logged). `commit` makes what was logged
 durable; a receiver calls it before acknowledging a request.
 
+Compression
+-----------
+With ``chunk_samples=C`` (push pipelines) each series keeps its newest samples raw (at
+least C, at most ~3C) and compresses older ones C at a time (`detector.source.chunklist`,
+`detector.source.chunks`). Nothing else changes: the same samples, bit for bit, come
+back; `select_views(since=t)` decodes only the chunks holding samples at or after t.
+
 Reads
 -----
 `select` returns read-only views. They stay valid and unchanged after later
@@ -55,13 +62,17 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from detector.source.chunklist import ChunkList, DecodeCache
 from detector.source.frame import Labels
 from detector.source.series import (
     STALE_NAN_BITS,
     RefBatch,
+    as_samples,
+    classify_samples,
     float_bits,
     is_stale_marker,
     is_stale_scalar,
+    one_sample,
     series_token,
     validate_labels,
     validate_metric_name,
@@ -74,6 +85,19 @@ _LOCK_CHUNK = 4096
 """Series appended by `SampleStore.append_refs` per acquisition of the lock (readers get a turn)."""
 _SERIES_OVERHEAD_BYTES = 256
 """Rough per-series bookkeeping cost counted by `memory_bytes` besides the sample buffers."""
+
+
+class SeriesSnapshot(NamedTuple):
+    """One series in a `SampleStore.snapshot`: its samples are those of `chunks` (encoded by
+    `detector.source.chunks`, oldest first) followed by the raw `timestamps`/`values`."""
+
+    jid: int
+    name: str
+    labels: Labels
+    chunks: list[tuple[bytes, int]]
+    """(chunk, sample count)."""
+    timestamps: np.ndarray
+    values: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -123,6 +147,9 @@ class SeriesView(NamedTuple):
     views of the same buffers at the same offsets compare as they did before."""
     offset: int
     """Index of ``timestamps[0]`` in that buffer."""
+    newest_real: float | None = None
+    """Time of the newest sample that is not a stale marker (None: none), even when the view
+    holds only the samples after some time (`SampleStore.select_views` ``since``)."""
 
 
 _ONE_ACCEPTED = AppendResult(accepted=1)
@@ -135,11 +162,17 @@ class _Series:
     """Live samples are ``ts[start:end]`` / ``vals[start:end]``; never written in place."""
 
     __slots__ = (
-        "ts", "vals", "start", "end", "newest_real", "token", "last_v", "last_drop", "last_stale", "buffer_id", "jid"
+        "ts", "vals", "start", "end", "newest_real", "token", "last_v", "last_drop", "last_stale", "buffer_id", "jid",
+        "cut", "old", "cache",
     )
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, cut: int = 0, cache: DecodeCache | None = None) -> None:
         self.token = token
+        self.cut = cut
+        """Samples per compressed chunk (0: the series stays raw)."""
+        self.old: ChunkList | None = ChunkList() if cut else None
+        """The compressed samples older than the head (`ts[start:end]`)."""
+        self.cache = cache
         self.jid = 0
         """The series' id in the store's journal (0 without one)."""
         self.buffer_id = object()
@@ -158,7 +191,18 @@ class _Series:
         """Timestamp of the newest stale marker."""
 
     def __len__(self) -> int:
-        return self.end - self.start
+        old = self.old
+        return self.end - self.start + (old.samples if old is not None else 0)
+
+    def first_time(self) -> float:
+        """Timestamp of the oldest sample (the series is not empty)."""
+        old = self.old
+        if old is not None and old.samples:
+            assert self.cache is not None
+            t = old.first_time(self.cache)
+            if t is not None:
+                return t
+        return float(self.ts[self.start])
 
     def newest(self) -> tuple[float, np.float64] | None:
         if self.end == self.start:
@@ -167,18 +211,24 @@ class _Series:
 
     def drop_before(self, cutoff: float) -> int:
         """Forget samples with ts < cutoff (no copy: only `start` moves). Returns how many."""
+        dropped = 0
+        if self.old is not None and self.old.chunks:
+            assert self.cache is not None
+            dropped = self.old.drop_before(cutoff, self.cache)
         live = self.ts[self.start : self.end]
         k = int(np.searchsorted(live, cutoff, side="left"))
         self.start += k
         if self.newest_real is not None and self.newest_real < cutoff:
             self.newest_real = None
-        return k
+        return k + dropped
 
     def extend(self, ts: np.ndarray, vals: np.ndarray, retention: float | None) -> None:
         k = len(ts)
         if self.end + k > len(self.ts):
             if retention is not None:
                 self.drop_before(float(ts[-1]) - retention)
+            if self.cut and self.end - self.start >= 2 * self.cut:
+                self._close_chunks()
             live = self.end - self.start
             # Grow by half (amortised O(1) per sample); a new series gets a snug first buffer.
             capacity = live + k + (max(_MIN_CAPACITY, (live + k) // 2) if live else _MIN_CAPACITY)
@@ -192,6 +242,9 @@ class _Series:
         self.ts[self.end : self.end + k] = ts
         self.vals[self.end : self.end + k] = vals
         self.end += k
+        if self.cut and k > self.cut and self.end - self.start >= 3 * self.cut:
+            self._close_chunks()  # a bulk write: compress it now, not at the next growth
+            self._compact_head()
         if k == 1:
             v = float(vals[0])
             self.last_v = v
@@ -217,6 +270,26 @@ class _Series:
         else:
             self.newest_real = float(ts[-1])
 
+    def _close_chunks(self) -> None:
+        """Compress whole chunks of the oldest head samples, keeping at least `cut` raw."""
+        cut, old = self.cut, self.old
+        assert old is not None
+        m = (self.end - self.start - cut) // cut * cut
+        for i in range(self.start, self.start + m, cut):
+            old.add(self.ts[i : i + cut], self.vals[i : i + cut])
+        self.start += m
+
+    def _compact_head(self) -> None:
+        """Copy the raw head into a right-sized buffer (after a bulk write was compressed)."""
+        live = self.end - self.start
+        cap = max(_MIN_CAPACITY, live + live // 2)
+        new_ts = np.empty(cap, dtype=np.float64)
+        new_vals = np.empty(cap, dtype=np.float64)
+        new_ts[:live] = self.ts[self.start : self.end]
+        new_vals[:live] = self.vals[self.start : self.end]
+        self.ts, self.vals, self.start, self.end = new_ts, new_vals, 0, live
+        self.buffer_id = object()
+
     def append_one(self, t: float, v: float, retention: float | None) -> None:
         """Append one sample newer than every stored one (no numpy arrays on the usual path)."""
         if self.end >= len(self.ts):
@@ -233,81 +306,38 @@ class _Series:
         else:
             self.last_stale = t
 
-    def views(self) -> tuple[np.ndarray, np.ndarray]:
+    def views(self, since: float = -math.inf) -> tuple[np.ndarray, np.ndarray, object, int]:
+        """Read-only (timestamps, values, buffer id, offset in it) holding at least every
+        sample at or after `since` (the raw head alone when that suffices, else the
+        compressed chunks needed, decoded and joined to it in a new buffer)."""
         ts = self.ts[self.start : self.end]
         vals = self.vals[self.start : self.end]
+        old = self.old
+        if old is None or not old.samples or (self.end > self.start and since >= self.ts[self.start]):
+            ts.flags.writeable = False
+            vals.flags.writeable = False
+            return ts, vals, self.buffer_id, self.start
+        assert self.cache is not None
+        ts_parts, val_parts = old.since(since, self.cache)
+        ts = np.concatenate([*ts_parts, ts])
+        vals = np.concatenate([*val_parts, vals])
         ts.flags.writeable = False
         vals.flags.writeable = False
-        return ts, vals
-
-
-def _one_sample(timestamps: object, values: object) -> tuple[float, float] | None:
-    """(t, v) when the arguments are one float64 sample with a finite time (a scrape or
-    remote_write sample), else None. Values keep their bits (NaN payloads included)."""
-    if type(timestamps) is np.ndarray and type(values) is np.ndarray:
-        if timestamps.shape != (1,) or values.shape != (1,):
-            return None
-        if timestamps.dtype != np.float64 or values.dtype != np.float64:
-            return None
-        t, v = float(timestamps[0]), float(values[0])
-    elif type(timestamps) is float and type(values) is float:
-        t, v = timestamps, values
-    else:
-        return None
-    return (t, v) if t - t == 0.0 else None
-
-
-def _as_samples(timestamps: object, values: object) -> tuple[np.ndarray, np.ndarray]:
-    ts = np.atleast_1d(np.asarray(timestamps, dtype=np.float64))
-    vals = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if ts.ndim != 1 or vals.ndim != 1 or ts.shape != vals.shape:
-        raise ValueError(f"timestamps {ts.shape} and values {vals.shape} must be scalars or equal-length 1-D")
-    if not np.isfinite(ts).all():
-        raise ValueError("timestamps must be finite numbers of seconds")
-    return ts, vals
-
-
-def _classify(
-    ts: np.ndarray, vals: np.ndarray, newest: tuple[float, np.float64] | None
-) -> tuple[np.ndarray, int, int]:
-    """Mask of accepted samples, and the duplicate / out-of-order counts (rules in the module doc)."""
-    n = len(ts)
-    before = np.empty(n, dtype=np.float64)
-    before[0] = -np.inf if newest is None else newest[0]
-    if n > 1:
-        np.maximum.accumulate(ts[:-1], out=before[1:])
-        np.maximum(before[1:], before[0], out=before[1:])
-    accepted = ts > before
-    rejected = ~accepted
-    if not rejected.any():
-        return accepted, 0, 0
-    # The newest sample before i is the last accepted one before i (or the stored newest).
-    idx = np.where(accepted, np.arange(n), -1)
-    last_acc = np.empty(n, dtype=np.int64)
-    last_acc[0] = -1
-    if n > 1:
-        np.maximum.accumulate(idx[:-1], out=last_acc[1:])
-    bits = vals.view(np.uint64)
-    newest_bits = np.empty(n, dtype=np.uint64)
-    has_prev = last_acc >= 0
-    newest_bits[has_prev] = bits[last_acc[has_prev]]
-    if newest is not None:
-        newest_bits[~has_prev] = np.asarray(newest[1], dtype=np.float64).view(np.uint64)
-    else:
-        newest_bits[~has_prev] = 0
-    same_time = ts == before
-    duplicate = rejected & same_time & (bits == newest_bits)
-    n_dup = int(duplicate.sum())
-    return accepted, n_dup, int(rejected.sum()) - n_dup
+        return ts, vals, object(), 0
 
 
 class SampleStore:
     """Thread-safe in-memory sample store (see the module docstring for the rules)."""
 
-    def __init__(self, retention: float | None = 8 * 86400.0) -> None:
+    def __init__(self, retention: float | None = 8 * 86400.0, *, chunk_samples: int | None = None) -> None:
         if retention is not None and not (retention > 0 and np.isfinite(retention)):
             raise ValueError(f"retention must be a positive number of seconds or None, got {retention!r}")
+        if chunk_samples is not None and not (isinstance(chunk_samples, int) and chunk_samples >= 16):
+            raise ValueError(f"chunk_samples must be an integer >= 16 or None, got {chunk_samples!r}")
         self.retention = None if retention is None else float(retention)
+        self.chunk_samples = chunk_samples or 0
+        """Samples per compressed chunk (0: every sample stays raw; see "Compression")."""
+        self._cache = DecodeCache()
         self._lock = threading.Lock()
         self._series: dict[str, dict[Labels, _Series]] = {}
         self._flat: dict[str, _Series] = {}
@@ -339,7 +369,7 @@ class SampleStore:
     ) -> AppendResult:
         """Append samples (scalars or equal-length arrays, seconds) to one series."""
         key = self._series_key(name, labels)
-        one = _one_sample(timestamps, values)
+        one = one_sample(timestamps, values)
         if one is not None:
             t, v = one
             with self._lock:
@@ -357,7 +387,7 @@ class SampleStore:
                     if self._journal is not None:
                         self._journal.log((series.jid,), (1,), np.array([t]), np.array([v]))
                     return _ONE_ACCEPTED
-        ts, vals = _as_samples(timestamps, values)
+        ts, vals = as_samples(timestamps, values)
         if len(ts) == 0:
             return AppendResult()
         with self._lock:
@@ -376,7 +406,7 @@ class SampleStore:
                 if self._journal is not None:
                     self._journal.log((series.jid,), (1,), ts, vals)
                 return AppendResult(accepted=1)
-            accepted, n_dup, n_ooo = _classify(ts, vals, newest)
+            accepted, n_dup, n_ooo = classify_samples(ts, vals, newest)
             n_acc = int(accepted.sum())
             if n_acc:
                 self._version += 1
@@ -390,7 +420,7 @@ class SampleStore:
         return AppendResult(accepted=n_acc, out_of_order=n_ooo, duplicates=n_dup)
 
     def _new_series(self, name: str, key: Labels) -> _Series:
-        series = _Series(series_token(name, key))
+        series = _Series(series_token(name, key), self.chunk_samples, self._cache)
         if self._journal is not None:
             series.jid = self._journal.new_series(name, key)
         self._series.setdefault(name, {})[key] = series
@@ -494,20 +524,21 @@ class SampleStore:
 
     def snapshot(
         self, mark: Callable[[list[tuple[int, str, Labels]]], object] | None = None
-    ) -> list[tuple[int, str, Labels, np.ndarray, np.ndarray]]:
-        """Every stored series as (journal id, name, labels, timestamps, values), read-only views
-        that later writes never change, taken under one lock with ``mark(series)`` (where a
-        journal starts the segment that holds every later sample), `series` being the
-        (journal id, name, labels) of the views."""
-        out: list[tuple[int, str, Labels, np.ndarray, np.ndarray]] = []
+    ) -> list[SeriesSnapshot]:
+        """Every stored series (`SeriesSnapshot`: its compressed chunks as they are, and its raw
+        head as read-only views that later writes never change), taken under one lock with
+        ``mark(series)`` (where a journal starts the segment that holds every later sample),
+        `series` being the (journal id, name, labels) of the snapshot."""
+        out: list[SeriesSnapshot] = []
         with self._lock:
             for name, group in self._series.items():
                 for key, series in group.items():
                     if len(series):
-                        ts, vals = series.views()
-                        out.append((series.jid, name, key, ts, vals))
+                        chunks = series.old.encoded(self._cache) if series.old is not None else []
+                        ts, vals, _, _ = series.views(math.inf)
+                        out.append(SeriesSnapshot(series.jid, name, key, chunks, ts, vals))
             if mark is not None:
-                mark([item[:3] for item in out])
+                mark([(item.jid, item.name, item.labels) for item in out])
         return out
 
     def select(
@@ -524,7 +555,7 @@ class SampleStore:
                 if len(series) == 0:
                     continue
                 if matches(dict(labels), matchers):
-                    ts, vals = series.views()
+                    ts, vals, _, _ = series.views()
                     out.append((labels, ts, vals))
         out.sort(key=lambda item: item[0])
         return out
@@ -535,9 +566,12 @@ class SampleStore:
         versions mean `select` would return the same data."""
         return self._version
 
-    def select_views(self, name: str, matchers: Sequence[Matcher] = ()) -> tuple[int, list[SeriesView]]:
+    def select_views(
+        self, name: str, matchers: Sequence[Matcher] = (), since: float = -math.inf
+    ) -> tuple[int, list[SeriesView]]:
         """`select` with what the store knows about each series, and the `version` of the store
-        these views were taken at (one lock)."""
+        these views were taken at (one lock). A view holds at least every sample at or after
+        `since` (of a compressed store, older chunks are not decoded)."""
         out: list[SeriesView] = []
         with self._lock:
             version = self._version
@@ -545,9 +579,11 @@ class SampleStore:
                 if len(series) == 0:
                     continue
                 if matches(dict(labels), matchers):
-                    ts, vals = series.views()
+                    ts, vals, buffer_id, offset = series.views(since)
                     out.append(
-                        SeriesView(labels, ts, vals, series.last_drop, series.last_stale, series.buffer_id, series.start)
+                        SeriesView(
+                            labels, ts, vals, series.last_drop, series.last_stale, buffer_id, offset, series.newest_real
+                        )
                     )
         out.sort(key=lambda item: item[0])
         return version, out
@@ -567,7 +603,7 @@ class SampleStore:
         """Oldest stored timestamp (any sample) of `name`, or of any series."""
         with self._lock:
             groups = self._series.values() if name is None else [self._series.get(name, {})]
-            oldest = [float(s.ts[s.start]) for g in groups for s in g.values() if len(s)]
+            oldest = [s.first_time() for g in groups for s in g.values() if len(s)]
         return min(oldest) if oldest else None
 
     def series_count(self) -> int:
@@ -581,10 +617,12 @@ class SampleStore:
     def memory_bytes(self) -> int:
         """Bytes held by the sample buffers plus a rough per-series overhead."""
         with self._lock:
-            total = 0
+            total = self._cache.nbytes()
             for g in self._series.values():
                 for s in g.values():
                     total += s.ts.nbytes + s.vals.nbytes + _SERIES_OVERHEAD_BYTES
+                    if s.old is not None:
+                        total += s.old.nbytes + 64 * len(s.old.chunks)
             return total
 
     def enforce_retention(self, now: float) -> int:
@@ -603,9 +641,9 @@ class SampleStore:
                     if len(series) == 0:
                         del group[labels]
                         self._flat.pop(series.token, None)
-                    elif series.start > len(series):
+                    elif series.start > series.end - series.start:
                         # Mostly dead buffer: copy the live part into a right-sized one.
-                        live = len(series)
+                        live = series.end - series.start
                         cap = max(_MIN_CAPACITY, 2 * live)
                         new_ts = np.empty(cap, dtype=np.float64)
                         new_vals = np.empty(cap, dtype=np.float64)

@@ -77,7 +77,7 @@ from detector.errors import CsfError
 from detector.source.chunks import ChunkError, decode_chunk, encode_chunk
 from detector.source.frame import Labels
 from detector.source.series import RefBatch, SeriesRef, series_ref
-from detector.source.store import SampleStore
+from detector.source.store import SampleStore, SeriesSnapshot
 
 log = logging.getLogger("csf.wal")
 
@@ -576,16 +576,22 @@ class WriteAheadLog:
         return path.name
 
     @staticmethod
-    def _write_checkpoint(path: Path, series: list[tuple[int, str, Labels, np.ndarray, np.ndarray]]) -> None:
+    def _write_checkpoint(path: Path, series: list[SeriesSnapshot]) -> None:
+        """The snapshot as a checkpoint file: a compressed store's chunks are written as they
+        are, raw samples encoded in chunks of `CHUNK_SAMPLES`."""
         tmp = path.with_name(path.name + ".tmp")
         samples = 0
         with open(tmp, "wb") as f:
             f.write(CHECKPOINT_MAGIC)
-            for jid, name, labels, ts, vals in series:
-                f.write(_record(SERIES, _series_payload(jid, name, labels)))
+            for snap in series:
+                jid = struct.pack("<I", snap.jid)
+                f.write(_record(SERIES, _series_payload(snap.jid, snap.name, snap.labels)))
+                for data, n in snap.chunks:
+                    f.write(_record(CHUNK, jid + data))
+                    samples += n
+                ts, vals = snap.timestamps, snap.values
                 for i in range(0, len(ts), CHUNK_SAMPLES):
-                    chunk = encode_chunk(ts[i : i + CHUNK_SAMPLES], vals[i : i + CHUNK_SAMPLES])
-                    f.write(_record(CHUNK, struct.pack("<I", jid) + chunk))
+                    f.write(_record(CHUNK, jid + encode_chunk(ts[i : i + CHUNK_SAMPLES], vals[i : i + CHUNK_SAMPLES])))
                 samples += len(ts)
             f.write(_record(END, struct.pack("<IQ", len(series), samples)))
             f.flush()

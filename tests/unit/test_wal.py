@@ -309,3 +309,22 @@ def test_no_damage_to_the_files_makes_opening_fail(tmp_path: Path) -> None:
         _, wal3 = opened(case)  # repaired: the same damage is not reported twice
         assert wal3.replay is not None and wal3.replay.problems == [], trial
         wal3.close()
+
+
+def test_a_compressed_store_checkpoints_its_chunks_and_reads_back_the_same(tmp_path: Path) -> None:
+    store = SampleStore(retention=300 * 15.0, chunk_samples=16)
+    wal = WriteAheadLog(tmp_path)
+    wal.open(store)
+    for k in range(0, 500, 7):  # batches: some close chunks, some only fill the head
+        ts = np.arange(k, min(k + 7, 500)) * 15.0
+        store.append("g", {"pod": "a"}, ts, np.sin(ts))
+        store.commit()
+    store.enforce_retention(500 * 15.0 + 7.0)  # cuts into the first kept chunk
+    assert store.sample_count() == 299
+    name = wal.checkpoint()
+    kept = contents(store)
+    abandon(wal)
+    again = SampleStore(retention=300 * 15.0, chunk_samples=16)
+    report = WriteAheadLog(tmp_path).open(again)
+    assert report.checkpoint == name and report.problems == []
+    assert contents(again) == kept
