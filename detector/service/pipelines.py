@@ -40,6 +40,10 @@ from detector.spec.pack import Pack
 
 log = logging.getLogger("csf.service")
 
+PUSH_CHUNK_SAMPLES = 256
+"""A push store compresses each series' samples 256 at a time, keeping the newest 256-768
+raw (`detector.source.store`, "Compression"): ~1/3 of the raw store's memory."""
+
 
 class Evaluator(Protocol):
     """What the runner needs from `detector.decision.pipeline.Pipeline`."""
@@ -153,7 +157,7 @@ def _push_handle(
     wal_dir = Path(data_dir) / "push" / pc.name if src.wal and data_dir is not None else None
     old = previous.receiver if previous is not None else None
     if old is None or previous is None:
-        store = SampleStore(retention=retention)
+        store = SampleStore(retention=retention, chunk_samples=PUSH_CHUNK_SAMPLES)
         wal = _open_wal(pc.name, wal_dir, src.wal_fsync, store) if wal_dir is not None else None
         receiver = PushReceiver(store, max_body_bytes=max_body_bytes, max_decoded_bytes=src.max_decoded_bytes)
         receiver.wal = wal

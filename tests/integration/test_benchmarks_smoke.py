@@ -86,6 +86,7 @@ def test_storage_benchmark_restarts_from_the_log_and_sizes_prometheus_blocks() -
     assert samples > 100_000
     assert 0 < rows["checkpoint (compressed chunks), bytes per sample"].value < 16.0
     assert rows["write-ahead log segments, bytes per sample"].value >= 16.0  # raw float64 pairs plus framing
+    assert rows["in-memory raw store (simulator, backtest), bytes per sample"].value >= 16.0
     assert "samples)" in rows["restart with a checkpoint: first verdict"].note
     replayed = rows["restart from segments only (crash before a checkpoint): first verdict"].note
     assert f"{int(samples):,} samples" in replayed
