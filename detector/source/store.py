@@ -231,20 +231,15 @@ class _Series:
                 self._close_chunks()
             live = self.end - self.start
             # Grow by half (amortised O(1) per sample); a new series gets a snug first buffer.
-            capacity = live + k + (max(_MIN_CAPACITY, (live + k) // 2) if live else _MIN_CAPACITY)
-            new_ts = np.empty(capacity, dtype=np.float64)
-            new_vals = np.empty(capacity, dtype=np.float64)
-            new_ts[:live] = self.ts[self.start : self.end]
-            new_vals[:live] = self.vals[self.start : self.end]
-            self.ts, self.vals, self.start, self.end = new_ts, new_vals, 0, live
-            self.buffer_id = object()
+            self.rebuffer(live + k + (max(_MIN_CAPACITY, (live + k) // 2) if live else _MIN_CAPACITY))
         prev = self.last_v if self.end > self.start else None
         self.ts[self.end : self.end + k] = ts
         self.vals[self.end : self.end + k] = vals
         self.end += k
         if self.cut and k > self.cut and self.end - self.start >= 3 * self.cut:
             self._close_chunks()  # a bulk write: compress it now, not at the next growth
-            self._compact_head()
+            live = self.end - self.start
+            self.rebuffer(max(_MIN_CAPACITY, live + live // 2))
         if k == 1:
             v = float(vals[0])
             self.last_v = v
@@ -279,12 +274,11 @@ class _Series:
             old.add(self.ts[i : i + cut], self.vals[i : i + cut])
         self.start += m
 
-    def _compact_head(self) -> None:
-        """Copy the raw head into a right-sized buffer (after a bulk write was compressed)."""
+    def rebuffer(self, capacity: int) -> None:
+        """Move the raw head into new buffers of `capacity` samples (published views keep the old ones)."""
         live = self.end - self.start
-        cap = max(_MIN_CAPACITY, live + live // 2)
-        new_ts = np.empty(cap, dtype=np.float64)
-        new_vals = np.empty(cap, dtype=np.float64)
+        new_ts = np.empty(capacity, dtype=np.float64)
+        new_vals = np.empty(capacity, dtype=np.float64)
         new_ts[:live] = self.ts[self.start : self.end]
         new_vals[:live] = self.vals[self.start : self.end]
         self.ts, self.vals, self.start, self.end = new_ts, new_vals, 0, live
@@ -643,14 +637,7 @@ class SampleStore:
                         self._flat.pop(series.token, None)
                     elif series.start > series.end - series.start:
                         # Mostly dead buffer: copy the live part into a right-sized one.
-                        live = series.end - series.start
-                        cap = max(_MIN_CAPACITY, 2 * live)
-                        new_ts = np.empty(cap, dtype=np.float64)
-                        new_vals = np.empty(cap, dtype=np.float64)
-                        new_ts[:live] = series.ts[series.start : series.end]
-                        new_vals[:live] = series.vals[series.start : series.end]
-                        series.ts, series.vals, series.start, series.end = new_ts, new_vals, 0, live
-                        series.buffer_id = object()
+                        series.rebuffer(max(_MIN_CAPACITY, 2 * (series.end - series.start)))
                 if not group:
                     del self._series[name]
         return dropped
