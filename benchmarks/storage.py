@@ -63,13 +63,11 @@ def _fill(directory: Path | None, days: float, origin: float) -> tuple[object, o
 def _restart(directory: Path, now: float, need_verdict: bool) -> tuple[float, float, int]:
     """(seconds to open the log, seconds to the first verdict after it, samples replayed)."""
     from detector.decision.pipeline import Pipeline
-    from detector.service.pipelines import warm_up_count
+    from detector.service.pipelines import PUSH_CHUNK_SAMPLES, warm_up_count
     from detector.source.native import NativeSource
     from detector.source.store import SampleStore
     from detector.source.wal import WriteAheadLog
     from detector.spec.load import default_pack
-
-    from detector.service.pipelines import PUSH_CHUNK_SAMPLES
 
     pack = default_pack()
     store = SampleStore(retention=None, chunk_samples=PUSH_CHUNK_SAMPLES)
