@@ -421,6 +421,21 @@ class SampleStore:
         self._flat[series.token] = series
         return series
 
+    def append_batch(self, batch: RefBatch) -> int:
+        """Append every series of `batch` in order (`append_refs`, and `append` for a series it
+        stops at); returns how many samples were accepted."""
+        b, refs = batch.bounds, batch.refs
+        k = accepted = 0
+        while k < len(batch):
+            k, n = self.append_refs(batch, k)
+            accepted += n
+            if k < len(batch):
+                ref = refs[k]
+                r = self.append(ref.name, dict(ref.labels), batch.timestamps[b[k] : b[k + 1]], batch.values[b[k] : b[k + 1]])
+                accepted += r.accepted
+                k += 1
+        return accepted
+
     def append_refs(self, batch: RefBatch, start: int = 0) -> tuple[int, int]:
         """Append series ``start, start + 1, ...`` of `batch`, one lock per few thousand series.
 

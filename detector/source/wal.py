@@ -147,6 +147,11 @@ def _samples_payload(ids: Sequence[int], counts: Sequence[int], ts: np.ndarray, 
     )
 
 
+def _closed(number: int) -> bytes:
+    """The CLOSED record ending segment `number`."""
+    return _record(CLOSED, struct.pack("<I", number))
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -221,20 +226,7 @@ class _Stream:
         bounds = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
         refs, ts, vals = self._refs, np.concatenate(self._ts), np.concatenate(self._vals)
         self._refs, self._counts, self._ts, self._vals, self._queued = [], [], [], [], 0
-        self.append(refs, bounds, ts, vals)
-
-    def append(self, refs: list[SeriesRef], bounds: Any, ts: np.ndarray, vals: np.ndarray) -> None:
-        batch = RefBatch(refs, bounds, ts, vals)
-        b = batch.bounds
-        k = 0
-        while k < len(batch):
-            k, accepted = self.store.append_refs(batch, k)
-            self.samples += accepted
-            if k < len(batch):
-                ref = refs[k]
-                r = self.store.append(ref.name, dict(ref.labels), ts[b[k] : b[k + 1]], vals[b[k] : b[k + 1]])
-                self.samples += r.accepted
-                k += 1
+        self.samples += self.store.append_batch(RefBatch(refs, bounds, ts, vals))
 
 
 def _records(data: bytes, start: int) -> Iterator[tuple[int, int, bytes, str]]:
@@ -297,7 +289,6 @@ class WriteAheadLog:
         self.last_checkpoint: str | None = None
         self.replay: ReplayReport | None = None
         """What `open` replayed."""
-        self.written_bytes = 0
         self.failures = 0
 
     # ------------------------------------------------------------------ opening
@@ -409,7 +400,7 @@ class WriteAheadLog:
         if not data.startswith(SEGMENT_MAGIC):
             if not (newest and len(data) < len(SEGMENT_MAGIC) and SEGMENT_MAGIC.startswith(data)):
                 report.problems.append(f"wal/{path.name}: not a csf write-ahead log segment ({len(data)} bytes skipped)")
-            self._close_file(path, 0, number)  # the newest, created just before a crash: nothing in it
+            self._close_file(path, 0, number)  # a fresh, closed segment in its place
             return
         end = len(data)
         for offset, kind, payload, bad in _records(data, len(SEGMENT_MAGIC)):
@@ -446,7 +437,7 @@ class WriteAheadLog:
             f.seek(end)
             if end == 0:
                 f.write(SEGMENT_MAGIC)
-            f.write(_record(CLOSED, struct.pack("<I", number)))
+            f.write(_closed(number))
             f.flush()
             os.fsync(f.fileno())
 
@@ -489,7 +480,6 @@ class WriteAheadLog:
                     written = os.write(fd, view)
                     self._segment_size += written
                     self._since_checkpoint += written
-                    self.written_bytes += written
                     view = view[written:]
                 if self.fsync:
                     os.fsync(fd)
@@ -504,7 +494,7 @@ class WriteAheadLog:
     def _next_segment(self) -> None:
         """Close the current segment (fsync'ed) and open the next one (caller holds `_write_lock`)."""
         assert self._fd is not None
-        os.write(self._fd, _record(CLOSED, struct.pack("<I", self._segment)))
+        os.write(self._fd, _closed(self._segment))
         os.fsync(self._fd)
         os.close(self._fd)
         self._segment += 1
@@ -528,11 +518,6 @@ class WriteAheadLog:
         self._checkpointer.start()
         return True
 
-    def wait_checkpoint(self, timeout: float | None = None) -> None:
-        """Wait for a running checkpoint to end."""
-        thread = self._checkpointer
-        if thread is not None:
-            thread.join(timeout)
 
     def _checkpoint_logged(self) -> None:
         try:
@@ -615,7 +600,7 @@ class WriteAheadLog:
             with self._write_lock:
                 fd, self._fd = self._fd, None
                 if fd is not None:
-                    os.write(fd, _record(CLOSED, struct.pack("<I", self._segment)))
+                    os.write(fd, _closed(self._segment))
                     os.fsync(fd)
                     os.close(fd)
             if self._lock_fd is not None:

@@ -59,12 +59,7 @@ def _drive(stores: list[SampleStore], seed: int) -> None:
         bounds = np.arange(len(refs) + 1)
         batch = RefBatch(refs, bounds, np.full(len(refs), t - 1.0), np.full(len(refs), float(step)))
         for store in stores:
-            k = 0
-            while k < len(batch):
-                k, _ = store.append_refs(batch, k)
-                if k < len(batch):
-                    store.append(refs[k].name, dict(refs[k].labels), batch.timestamps[k : k + 1], batch.values[k : k + 1])
-                    k += 1
+            store.append_batch(batch)
         if step % 300 == 299:
             for store in stores:
                 store.enforce_retention(t)

@@ -61,14 +61,7 @@ def fill(store: SampleStore, t0: float = 1_700_000_000.0) -> None:
     store.append("requests_total", {"pod": "p-1", "instance": "10.0.0.1:9100"}, mixed, np.array([1.0, 2.0, 3.0]))
     refs = [series_ref("latency_seconds", {"le": le}) for le in ("0.1", "1", "+Inf")]
     batch = RefBatch(refs, [0, 2, 2, 5], np.array([t0, t0 + 60, t0, t0 + 60, t0 + 120]), np.arange(5.0))
-    k = 0
-    while k < len(batch):
-        k, _ = store.append_refs(batch, k)
-        if k < len(batch):
-            ref = refs[k]
-            b = batch.bounds
-            store.append(ref.name, dict(ref.labels), batch.timestamps[b[k] : b[k + 1]], batch.values[b[k] : b[k + 1]])
-            k += 1
+    store.append_batch(batch)  # bulk refs, one series without samples
     store.commit()
 
 
