@@ -41,8 +41,6 @@ class DecodeCache:
         self.max_samples = max_samples
         self._items: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._samples = 0
-        self.decoded = 0
-        """Chunks decoded (cache misses), for tests and benchmarks."""
 
     def get(self, chunk: _Chunk) -> tuple[np.ndarray, np.ndarray]:
         hit = self._items.get(chunk.serial)
@@ -52,7 +50,6 @@ class DecodeCache:
         ts, vals = decode_chunk(chunk.data)
         ts.flags.writeable = False
         vals.flags.writeable = False
-        self.decoded += 1
         self._items[chunk.serial] = (ts, vals)
         self._samples += chunk.n
         while self._samples > self.max_samples and len(self._items) > 1:

@@ -84,8 +84,6 @@ class IncrementalSource:
         self.max_frames = max_frames
         self.survey_ttl = survey_ttl
         self._frames: dict[tuple[Signal, float], list[SignalFrame]] = {}
-        self._used: dict[tuple[Signal, float], float] = {}
-        """(signal, step) -> newest `end` it was asked for."""
         self._swept = -math.inf
         self._surveys: dict[tuple[str, tuple[tuple[str, ...], ...], float], tuple[float, SeriesSurvey | None]] = {}
         self.full_queries = 0
@@ -94,12 +92,6 @@ class IncrementalSource:
     def __getattr__(self, name: str) -> Any:
         # survey, up, close, lookback_delta, ...: the source underneath answers
         return getattr(self.inner, name)
-
-    def forget(self) -> None:
-        """Drop every remembered frame and survey (the next queries are full ones)."""
-        self._frames.clear()
-        self._used.clear()
-        self._surveys.clear()
 
     def survey(
         self, metric: str, matchers: Sequence[tuple[str, ...]], end: float, lookback: float
@@ -123,7 +115,6 @@ class IncrementalSource:
         if len(times) < self.min_steps:
             return self.inner.query_range(signal, start, end, step)
         key = (signal, float(step))
-        self._used[key] = max(self._used.get(key, -math.inf), float(end))
         if end - self._swept >= 3600.0:
             self._sweep(float(end))
         frame = None
@@ -143,9 +134,8 @@ class IncrementalSource:
     def _sweep(self, now: float) -> None:
         """Forget the (signal, step)s not asked for in the last `IDLE_FORGET` seconds."""
         self._swept = now
-        for key in [k for k, used in self._used.items() if used < now - IDLE_FORGET]:
-            self._used.pop(key, None)
-            self._frames.pop(key, None)
+        for key in [k for k, frames in self._frames.items() if max(f.times[-1] for f in frames) < now - IDLE_FORGET]:
+            del self._frames[key]
 
     def _reusable(self, key: tuple[Signal, float], times: np.ndarray, step: float) -> SignalFrame | None:
         """The remembered frame on the query's grid that covers its start and most steps."""

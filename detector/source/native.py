@@ -280,10 +280,11 @@ class _SharedTimestamps:
         return True
 
 
-def _present(view: SeriesView, lo: float, end: float, since: float) -> bool:
+def _presence(view: SeriesView, lo: float, end: float, since: float) -> bool | None:
     """Whether the series has a sample other than a stale marker in ``(lo, end]``, from a
-    view holding its samples at or after `since` and the store's newest real sample time
-    (`_unknown` says when those cannot tell)."""
+    view holding its samples at or after `since` and the store's newest real sample time;
+    None when those cannot tell (real samples after `end` hide whether one lies in
+    ``(lo, since)``, which the view does not hold)."""
     ts = view.timestamps
     i = int(np.searchsorted(ts, lo, side="right"))
     j = int(np.searchsorted(ts, end, side="right"))
@@ -292,16 +293,10 @@ def _present(view: SeriesView, lo: float, end: float, since: float) -> bool:
     if since <= lo or (len(ts) and ts[0] <= lo):
         return False  # the view holds all of (lo, end]
     newest = view.newest_real
-    # nothing real in [since, end]: with no real sample after `end`, the newest real one decides
-    return newest is not None and lo < newest <= end
-
-
-def _unknown(view: SeriesView, end: float, since: float, lo: float) -> bool:
-    """True when `_present` cannot decide from the view: its real samples after `end` hide
-    whether one lies in ``(lo, since)``, which the view does not hold."""
-    ts = view.timestamps
-    complete = since <= lo or (len(ts) > 0 and ts[0] <= lo)
-    return not complete and view.newest_real is not None and view.newest_real > end
+    if newest is not None and newest > end:
+        return None
+    # nothing real in [since, end] and none after `end`: the newest real sample decides
+    return newest is not None and newest > lo
 
 
 class NativeSource:
@@ -359,7 +354,7 @@ class NativeSource:
         # decodes only what the window that settles the interval needs (dense data: an hour).
         for n, window in enumerate(PROBE_WINDOWS, 1):
             sel = self._select(metric, matchers, max(lo, end - window))
-            if any(not _present(v, lo, end, sel.since) and _unknown(v, end, sel.since, lo) for v in sel.views):
+            if any(_presence(v, lo, end, sel.since) is None for v in sel.views):
                 sel = self._select(metric, matchers, lo)  # a series with samples after `end` only in view
             label_sets, stamps = self._probe(metric, sel, lo, end, window)
             probe = [(w, [t[np.searchsorted(t, end - w, side="right") :] for t in stamps]) for w in PROBE_WINDOWS[:n]]
@@ -380,7 +375,7 @@ class NativeSource:
         # histogram buckets are probed on their le="+Inf" series, as PrometheusSource does
         probe_inf = metric.endswith("_bucket") and any(("le", "+Inf") in v.labels for v in views)
         for view in views:
-            if not _present(view, lo, end, sel.since):
+            if not _presence(view, lo, end, sel.since):
                 continue  # nothing in the lookback, or stale markers only
             ts = view.timestamps
             i = int(np.searchsorted(ts, lo, side="right"))
