@@ -85,7 +85,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from detector.evidence.granger import granger_fit
 from detector.evidence.panel import (
@@ -243,8 +243,8 @@ def _dose(xv: np.ndarray, yv: np.ndarray, bins: int, min_points: int) -> DoseRes
     diff = float(np.mean(y_hi) - np.mean(y_lo))
     df = se2**2 / (v_hi**2 / (y_hi.size - 1) + v_lo**2 / (y_lo.size - 1))
     t, p = _t_test(diff, math.sqrt(se2), df)
-    ri = stats.rankdata(filled)
-    rm = stats.rankdata(means)
+    ri = np.arange(1.0, filled.size + 1.0)  # `filled` is increasing: its ranks
+    rm = average_ranks(means)
     if np.ptp(rm) == 0.0:
         return Unavailable("all bin means are equal", n)
     k = filled.size
@@ -260,32 +260,61 @@ def _dose(xv: np.ndarray, yv: np.ndarray, bins: int, min_points: int) -> DoseRes
 
 
 def _matched_differences(panel: Panel | Unavailable) -> np.ndarray:
+    """Per unit, Y of the upper half of its usable steps ranked by adjusted X minus Y of the
+    lower half, both halves in time order (ties of X ranked by time, as a stable sort would).
+
+    The halves are selected, not sorted: the X values at ranks half-1 and m-half (np.partition)
+    split each unit's steps, and only the steps tied with a split value are picked in time
+    order (tests/equivalence/test_fast_equals_reference.py holds this equal to a per-unit
+    stable sort).
+    """
     if isinstance(panel, Unavailable):
         return np.zeros(0)
     mask, xz, yz = panel.mask, panel.xd, panel.yd
     counts = mask.sum(axis=1)
-    # Usable steps first, ordered by adjusted X; a stable sort keeps time order among ties
-    # (the +inf fillers of unusable steps sort last).
-    order = np.argsort(np.where(mask, xz, np.inf), axis=1, kind="stable")
+    keyed = np.where(mask, xz, np.inf)  # unusable steps rank last
     out: list[np.ndarray] = [np.zeros(0)] * mask.shape[0]
-    for m in np.unique(counts):
-        half = int(m) // 2
+    for m in np.unique(counts).tolist():
+        half = m // 2
         if half == 0:
             continue
         rows = np.flatnonzero(counts == m)
-        low = np.sort(order[rows, :half], axis=1)
-        high = np.sort(order[rows, m - half : m], axis=1)
-        d = np.take_along_axis(yz[rows], high, axis=1) - np.take_along_axis(yz[rows], low, axis=1)
-        for r, u in enumerate(rows):
+        kx, usable, yr = keyed[rows], mask[rows], yz[rows]
+        split = np.partition(kx, (half - 1, m - half), axis=1)
+        lo_split, hi_split = split[:, half - 1, None], split[:, m - half, None]
+        low = kx < lo_split
+        ties = kx == lo_split  # the earliest of these complete the lower half
+        low |= ties & (np.cumsum(ties, axis=1) <= (half - low.sum(axis=1))[:, None])
+        high = (kx > hi_split) & usable
+        ties = kx == hi_split  # the latest of these complete the upper half
+        high |= ties & (np.cumsum(ties[:, ::-1], axis=1)[:, ::-1] <= (half - high.sum(axis=1))[:, None])
+        d = yr[high].reshape(rows.size, half) - yr[low].reshape(rows.size, half)
+        for r, u in enumerate(rows.tolist()):
             out[u] = d[r]
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a 1-D array of finite values, ties given their mean rank: the result of
+    ``scipy.stats.rankdata(a)`` (tests hold them equal) without its per-call overhead, which
+    is most of the cost on the few values of the dose bins."""
+    order = np.argsort(a)  # any order among ties: tied values get the same mean rank
+    s = a[order]
+    first = np.empty(s.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    dense = np.cumsum(first)
+    bounds = np.append(np.flatnonzero(first), s.size)
+    out = np.empty(s.size)
+    out[order] = 0.5 * (bounds[dense - 1] + bounds[dense] + 1)
+    return out
 
 
 def _gamma_from_pairs(d: np.ndarray, alpha: float) -> float | None:
     d = d[d != 0.0]
     if d.size < MIN_PAIRS:
         return None
-    r = stats.rankdata(np.abs(d))
+    r = average_ranks(np.abs(d))
     t_plus = float(r[d > 0.0].sum())
     s = float(r.sum())
     q = float(r @ r)

@@ -17,9 +17,10 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from detector.evidence.causal import _matched_differences, run_causal_tests
-from detector.evidence.panel import prepare_panel
+from detector.evidence.causal import _matched_differences, average_ranks, run_causal_tests
+from detector.evidence.panel import Unavailable, prepare_panel
 from detector.source import kernels, native
 from detector.source.frame import Labels
 from detector.source.openmetrics import OpenMetricsError, write_openmetrics
@@ -98,6 +99,34 @@ def test_matched_pairs_vectorised_equals_per_unit_loop() -> None:
     want = _pairs_loop(panel.mask, panel.xd, panel.yd)  # type: ignore[union-attr]
     assert got.shape == want.shape and got.size > 500
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matched_pairs_equal_loop_on_random_ties_and_gaps(seed: int) -> None:
+    # The halves are selected around two split values: ties at either split, units with odd and
+    # even usable counts, a split value shared by both halves, all must pick the stable sort's steps.
+    rng = np.random.default_rng(100 + seed)
+    units, steps = int(rng.integers(1, 12)), int(rng.integers(2, 400))
+    x = np.round(rng.normal(size=(units, steps)), int(rng.integers(0, 3)))
+    y = rng.normal(size=(units, steps))
+    x[rng.random(x.shape) < rng.random() * 0.6] = np.nan
+    x[0, : min(steps, 9)] = 0.0  # a run of equal values
+    mask = np.isfinite(x) & np.isfinite(y)
+    panel = prepare_panel(np.where(mask, x, 0.0), np.where(mask, y, 0.0), mask, np.arange(units))
+    assert not isinstance(panel, Unavailable)  # unit 0 has its run of usable points
+    got = _matched_differences(panel)
+    want = _pairs_loop(panel.mask, panel.xd, panel.yd)
+    assert got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+def test_average_ranks_equal_scipy_rankdata() -> None:
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 2, 5, 9, 300, 5000):
+        for decimals in (0, 1, 6):
+            a = np.round(rng.normal(size=size), decimals)
+            assert np.array_equal(average_ranks(a), stats.rankdata(a)), (size, decimals)
+    assert np.array_equal(average_ranks(np.array([3.0, 3.0, 3.0])), [2.0, 2.0, 2.0])
 
 
 # --------------------------------------------------------------------------- native kernels
