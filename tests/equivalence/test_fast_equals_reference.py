@@ -17,9 +17,11 @@ import math
 
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
 from detector.evidence.causal import _matched_differences, average_ranks, run_causal_tests
+from detector.evidence.granger import _complete_windows
 from detector.evidence.panel import Unavailable, prepare_panel
 from detector.source import kernels, native
 from detector.source.frame import Labels
@@ -127,6 +129,18 @@ def test_average_ranks_equal_scipy_rankdata() -> None:
             a = np.round(rng.normal(size=size), decimals)
             assert np.array_equal(average_ranks(a), stats.rankdata(a)), (size, decimals)
     assert np.array_equal(average_ranks(np.array([3.0, 3.0, 3.0])), [2.0, 2.0, 2.0])
+
+
+def test_complete_windows_equal_sliding_window_all() -> None:
+    rng = np.random.default_rng(11)
+    for steps in (0, 1, 3, 6, 7, 8, 50, 400):
+        for width in (1, 2, 7):
+            m = rng.random((5, steps)) < rng.choice([0.5, 0.9, 1.0])
+            want = (
+                sliding_window_view(m, width, axis=1).all(axis=2) if steps >= width else np.zeros((5, 0), dtype=bool)
+            )
+            got = _complete_windows(m, width)
+            assert got.shape == want.shape and np.array_equal(got, want), (steps, width)
 
 
 # --------------------------------------------------------------------------- native kernels
