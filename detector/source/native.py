@@ -115,6 +115,15 @@ def _project(labels: Labels, by: Sequence[str]) -> Labels:
     return tuple(sorted((k, d[k]) for k in by if k in d))
 
 
+def _project_all(label_sets: Sequence[Labels], by: Sequence[str]) -> list[Labels]:
+    """`_project` of every label set: a filter on the label names when `by` names each label once
+    (label sets never repeat a name, so the two agree), which is half the cost per series."""
+    keep = frozenset(by)
+    if len(keep) != len(by):
+        return [_project(labels, by) for labels in label_sets]
+    return [tuple(sorted([pair for pair in labels if pair[0] in keep])) for labels in label_sets]
+
+
 def _stack(rows: list[tuple[np.ndarray, np.ndarray]], n_t: int) -> tuple[np.ndarray, np.ndarray]:
     if not rows:
         return np.empty((0, n_t)), np.empty((0, n_t), dtype=bool)
@@ -124,7 +133,7 @@ def _stack(rows: list[tuple[np.ndarray, np.ndarray]], n_t: int) -> tuple[np.ndar
 def _aggregate(vec: _Vector, by: Sequence[str], agg: str) -> _Vector:
     if agg not in ("sum", "avg", "max", "min"):
         raise ValueError(f"unknown aggregation {agg!r}; expected one of {AGGREGATIONS}")
-    projected = [_project(labels, by) for labels in vec.labels]
+    projected = _project_all(vec.labels, by)
     keys = sorted(set(projected))
     n_t = vec.values.shape[1]
     if not keys:
@@ -492,7 +501,7 @@ class NativeSource:
             raise ValueError(f"histogram_quantile signal on {signal.metric!r} needs a quantile")
         by = tuple(k for k in signal.by if k != "le")
         rates = self._rates(signal.metric + "_bucket", signal, times, is_rate=True)
-        keys = [_project(lbl, (*by, "le")) for lbl in rates.labels]
+        keys = _project_all(rates.labels, (*by, "le"))
         rows_in_order: Sequence[int]
         if len(set(keys)) == len(keys):
             # Every bucket series is its own (by, le) group: `sum by (by, le)` is a relabelling,

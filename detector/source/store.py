@@ -563,7 +563,7 @@ class SampleStore:
             for labels, series in by_labels.items():
                 if len(series) == 0:
                     continue
-                if matches(dict(labels), matchers):
+                if not matchers or matches(dict(labels), matchers):
                     ts, vals, _, _ = series.views()
                     out.append((labels, ts, vals))
         out.sort(key=lambda item: item[0])
@@ -587,7 +587,7 @@ class SampleStore:
             for labels, series in self._series.get(name, {}).items():
                 if len(series) == 0:
                     continue
-                if matches(dict(labels), matchers):
+                if not matchers or matches(dict(labels), matchers):
                     ts, vals, buffer_id, offset = series.views(since)
                     out.append(
                         SeriesView(
