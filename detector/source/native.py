@@ -308,6 +308,24 @@ def _presence(view: SeriesView, lo: float, end: float, since: float) -> bool | N
     return newest is not None and newest > lo
 
 
+def _probe_windows(
+    stamps: list[np.ndarray], end: float, windows: Sequence[float]
+) -> list[tuple[float, list[np.ndarray]]]:
+    """Per probe window, each series' timestamps inside it (an array shared by several series
+    is cut once)."""
+    out = []
+    for w in windows:
+        cut: dict[int, np.ndarray] = {}
+        row = []
+        for t in stamps:
+            inside = cut.get(id(t))
+            if inside is None:
+                inside = cut[id(t)] = t[np.searchsorted(t, end - w, side="right") :]
+            row.append(inside)
+        out.append((w, row))
+    return out
+
+
 class NativeSource:
     """`Source` over an embedded `SampleStore`."""
 
@@ -363,39 +381,47 @@ class NativeSource:
         # decodes only what the window that settles the interval needs (dense data: an hour).
         for n, window in enumerate(PROBE_WINDOWS, 1):
             sel = self._select(metric, matchers, max(lo, end - window))
-            if any(_presence(v, lo, end, sel.since) is None for v in sel.views):
+            if sel.since > lo and any(_presence(v, lo, end, sel.since) is None for v in sel.views):
                 sel = self._select(metric, matchers, lo)  # a series with samples after `end` only in view
             label_sets, stamps = self._probe(metric, sel, lo, end, window)
-            probe = [(w, [t[np.searchsorted(t, end - w, side="right") :] for t in stamps]) for w in PROBE_WINDOWS[:n]]
+            probe = _probe_windows(stamps, end, PROBE_WINDOWS[:n])
             counts = [len(t) for t in probe[-1][1]]
             if n == len(PROBE_WINDOWS) or (counts and float(np.median(counts)) >= PROBE_MIN_SAMPLES):
                 break
         return survey_series(metric, matchers, label_sets, probe)
 
-    @staticmethod
     def _probe(
-        metric: str, sel: _Selection, lo: float, end: float, window: float
+        self, metric: str, sel: _Selection, lo: float, end: float, window: float
     ) -> tuple[list[Labels], list[np.ndarray]]:
         """Label sets of the series present in ``(lo, end]`` and their real sample times in
-        the probe `window` before `end`."""
+        the probe `window` before `end` (one array for the series scraped together)."""
         label_sets: list[Labels] = []
         stamps: list[np.ndarray] = []
         views = sel.views
+        # series with the same timestamps are cut once (the blocks are shared with the range
+        # queries of the same evaluation)
+        cuts: dict[int, tuple[int, int, np.ndarray]] = {}
+        for full_ts, members in sel.blocks(self._shared_ts):
+            i, j, k = (int(x) for x in np.searchsorted(full_ts, [lo, end, end - window], side="right"))
+            cut = (i, j, full_ts[max(i, k) : j])
+            cuts.update((r, cut) for r in members)
         # histogram buckets are probed on their le="+Inf" series, as PrometheusSource does
         probe_inf = metric.endswith("_bucket") and any(("le", "+Inf") in v.labels for v in views)
-        for view in views:
-            if not _presence(view, lo, end, sel.since):
-                continue  # nothing in the lookback, or stale markers only
+        for r, view in enumerate(views):
+            i, j, t = cuts[r]
             ts = view.timestamps
-            i = int(np.searchsorted(ts, lo, side="right"))
-            j = int(np.searchsorted(ts, end, side="right"))
+            stale = view.last_stale >= (ts[i] if i < len(ts) else math.inf)
+            if j > i and not stale:
+                present: bool | None = True
+            else:
+                present = _presence(view, lo, end, sel.since)
+            if not present:
+                continue  # nothing in the lookback, or stale markers only
             label_sets.append(view.labels)
             if probe_inf and ("le", "+Inf") not in view.labels:
                 continue
-            k = max(i, int(np.searchsorted(ts, end - window, side="right")))
-            t, v = ts[k:j], view.values[k:j]
             if view.last_stale >= (t[0] if len(t) else math.inf):
-                t = t[~is_stale_marker(v)]
+                t = t[~is_stale_marker(view.values[j - len(t) : j])]
             stamps.append(t)
         return label_sets, stamps
 
