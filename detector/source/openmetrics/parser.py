@@ -183,6 +183,9 @@ class _Parser:
         """Parse runs of plain sample lines in bulk (same results as line by line, see `_bulk`)."""
         self.bulk_lines = 0
         """Lines that took the bulk path."""
+        self.partial = False
+        """The input is a leading part of a file (`detector.source.openmetrics.parallel`): its
+        end is not the end of the file, so no ``# EOF`` is required there."""
 
     # -------------------------------------------------------------- main loop
 
@@ -205,7 +208,7 @@ class _Parser:
                     start = i + 1
             if start < len(chunk):
                 yield from self._run(chunk[start:], None)
-        if self.fmt == "openmetrics" and not self.saw_eof:
+        if self.fmt == "openmetrics" and not self.saw_eof and not self.partial:
             raise OpenMetricsError(self.line_no + 1, "missing '# EOF' at the end of OpenMetrics input")
         yield from self._flush()
 
@@ -555,20 +558,30 @@ class LoadStats:
 
 
 def load_openmetrics(path: str | Path, store: _Store, *, fmt: Format = "auto") -> LoadStats:
-    """Parse the file at `path` into `store`. Raises OpenMetricsError (with the line) on bad input."""
+    """Parse the file at `path` into `store`. Raises OpenMetricsError (with the line) on bad input.
+    (`detector.source.openmetrics.parallel.load_file` does the same on several cores.)"""
+    with open(path, encoding="utf-8") as fh:
+        return append_batches(store, parse_openmetrics(fh, fmt=fmt))
+
+
+def append_batches(
+    store: _Store, batches: Iterable[Batch], after: Callable[[int], None] | None = None
+) -> LoadStats:
+    """Append parsed batches to `store` in order; `after(samples so far)` follows each batch."""
     series: set[tuple[str, Labels]] = set()
     samples = rejected = 0
     first = last = None
-    with open(path, encoding="utf-8") as fh:
-        for name, labels, ts, vals in parse_openmetrics(fh, fmt=fmt):
-            result = store.append(name, labels, ts, vals)
-            rejected += int(getattr(result, "rejected", 0) or 0)
-            series.add((name, tuple(sorted(labels.items()))))
-            samples += len(ts)
-            if len(ts):
-                lo, hi = float(ts[0]), float(ts[-1])
-                first = lo if first is None else min(first, lo)
-                last = hi if last is None else max(last, hi)
+    for name, labels, ts, vals in batches:
+        result = store.append(name, labels, ts, vals)
+        rejected += int(getattr(result, "rejected", 0) or 0)
+        series.add((name, tuple(sorted(labels.items()))))
+        samples += len(ts)
+        if len(ts):
+            lo, hi = float(ts[0]), float(ts[-1])
+            first = lo if first is None else min(first, lo)
+            last = hi if last is None else max(last, hi)
+        if after is not None:
+            after(samples)
     return LoadStats(
         series=len(series), samples=samples, rejected=rejected, first_timestamp=first, last_timestamp=last
     )
