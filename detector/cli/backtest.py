@@ -8,7 +8,6 @@ JSON or plot. Domain modules are imported when the command runs, so `csf --help`
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -34,7 +33,24 @@ def add_parser(sub: Any) -> None:
     bt.add_argument("--output", "-o", default=None, help="write here instead of stdout")
     bt.add_argument("--plot", default=None, help="write a PNG timeline (needs matplotlib)")
     bt.add_argument("--progress", choices=("auto", "always", "never"), default="auto")
+    bt.add_argument(
+        "--jobs",
+        "-j",
+        type=_jobs,
+        default=0,
+        help="processes for parsing --input and for the evaluations (default 0: one per usable CPU)",
+    )
     bt.set_defaults(run=run)
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"--jobs must be an integer >= 0 (0: one per usable CPU), got {text!r}")
+    return n
 
 
 class _Refused(Exception):
@@ -51,6 +67,7 @@ class _Data:
 
 def run(args: argparse.Namespace) -> int:
     from detector.decision.backtest import evaluation_times, run_backtest
+    from detector.source.openmetrics.parallel import usable_cpus
     from detector.spec.load import PackError, resolve_pack
     from detector.timefmt import parse_duration
 
@@ -70,14 +87,15 @@ def run(args: argparse.Namespace) -> int:
         if args.start and args.last:
             raise _Refused("give --start or --last, not both (--last counts back from --end)")
         every = parse_duration(args.every)
+        jobs = args.jobs or usable_cpus()
         if args.lookback:
             pack = replace(pack, windows=replace(pack.windows, lookback=parse_duration(args.lookback)))
-        data = _from_prometheus(args, pack) if args.prometheus_url else _from_file(args.input, progress)
+        data = _from_prometheus(args, pack) if args.prometheus_url else _from_file(args.input, progress, jobs)
         start, end = _range(args, pack, data)
     except (_Refused, ValueError) as exc:
         print(f"csf backtest: {exc}", file=sys.stderr)
         return 2
-    evaluations = run_backtest(pack, data.source, evaluation_times(start, end, every), progress=progress)
+    evaluations = run_backtest(pack, data.source, evaluation_times(start, end, every), progress=progress, jobs=jobs)
     _write(args, pack, evaluations, every)
     if args.plot:
         try:
@@ -131,17 +149,18 @@ def _from_prometheus(args: argparse.Namespace, pack: Any) -> _Data:
     return _Data(prom, start_at - pack.windows.lookback, end_at)
 
 
-def _from_file(path: str, progress: TextIO | None) -> _Data:
+def _from_file(path: str, progress: TextIO | None, jobs: int) -> _Data:
     from detector.source.native import NativeSource
-    from detector.source.openmetrics import OpenMetricsError, load_openmetrics
+    from detector.source.openmetrics import OpenMetricsError
+    from detector.source.openmetrics.parallel import load_file
     from detector.source.store import SampleStore
 
     store = SampleStore(retention=None)
     try:
         if progress:
-            load_with_progress(path, store, progress)
+            load_with_progress(path, store, progress, jobs)
         else:
-            load_openmetrics(path, store)
+            load_file(path, store, jobs=jobs)
     except (OSError, OpenMetricsError) as exc:
         raise _Refused(f"{path}: {exc}") from None
     first = store.oldest_timestamp() if hasattr(store, "oldest_timestamp") else None
@@ -191,26 +210,6 @@ def _write(args: argparse.Namespace, pack: Any, evaluations: list[Any], every: f
             out.close()
 
 
-class _CountingReader(io.RawIOBase):
-    """A binary file that counts the bytes read from it."""
-
-    def __init__(self, raw: io.FileIO) -> None:
-        self.raw = raw
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = self.raw.readinto(buffer)
-        self.bytes_read += n or 0
-        return n or 0
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
-
-
 def _size(n: float) -> str:
     for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= div:
@@ -218,34 +217,34 @@ def _size(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def load_with_progress(path: str, store: Any, progress: TextIO, every: float = 0.5) -> int:
-    """`load_openmetrics` (same parser, same store appends, same errors) with a progress line
-    on `progress`: share of the file read, samples loaded, elapsed time. Returns the samples."""
-    from detector.source.openmetrics import parse_openmetrics
+def load_with_progress(path: str, store: Any, progress: TextIO, jobs: int = 1, every: float = 0.5) -> int:
+    """`load_file` (the same store, the same errors) with a progress line on `progress`: share
+    of the file read, samples loaded, elapsed time. Returns the samples."""
+    from detector.source.openmetrics.parallel import load_file
 
-    total = os.path.getsize(path)
-    counter = _CountingReader(open(path, "rb", buffering=0))  # noqa: SIM115 (closed by the wrapper)
-    samples = 0
     t0 = last = time.monotonic()
+    state = [0, 1, 0]  # bytes read, file size, samples
 
     def show(end: str = "") -> None:
-        share = counter.bytes_read / total if total else 1.0
+        done, total, samples = state
+        share = done / total if total else 1.0
         bar = "#" * int(30 * share)
+        loaded = f"{samples / 1e6:.2f} M samples, " if samples else ""
         progress.write(
-            f"\rloading {path}: [{bar:<30}] {share:4.0%} of {_size(total)}, {samples / 1e6:.2f} M samples, "
-            f"{time.monotonic() - t0:.1f}s{end}"
+            f"\rloading {path}: [{bar:<30}] {share:4.0%} of {_size(total)}, {loaded}{time.monotonic() - t0:.1f}s{end}"
         )
         progress.flush()
 
-    with io.TextIOWrapper(io.BufferedReader(counter), encoding="utf-8") as fh:
-        for name, labels, ts, vals in parse_openmetrics(fh):
-            store.append(name, labels, ts, vals)
-            samples += len(ts)
-            now = time.monotonic()
-            if now - last >= every:
-                last = now
-                show()
+    def on_progress(done: int, total: int, samples: int) -> None:
+        nonlocal last
+        state[:] = [done, total, samples]
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            show()
+
+    stats = load_file(path, store, jobs=jobs, on_progress=on_progress)
+    size = os.path.getsize(path)
+    state[:] = [size, size, stats.samples]
     show("\n")
-    return samples
-
-
+    return stats.samples

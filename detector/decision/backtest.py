@@ -7,15 +7,18 @@ The command (`csf backtest`: arguments, data range, progress, output) is `detect
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from detector.decision.pipeline import Pipeline
-from detector.evidence.results import Evaluation
+from detector.evidence.results import Evaluation, EvidenceSet, MetaReport
 from detector.source.frame import Source
+from detector.source.native import NativeSource
 from detector.spec.pack import Pack
 from detector.timefmt import format_time
 
@@ -27,28 +30,106 @@ def evaluation_times(start: float, end: float, every: float) -> list[float]:
     return [start + k * every for k in range(n + 1)]
 
 
+MIN_SLICE = 24
+"""Evaluations per process at least: a process's first evaluation reads the whole lookback."""
+
+
 def run_backtest(
     pack: Pack,
     source: Source,
     times: Sequence[float],
     progress: TextIO | None = None,
     pipeline: str = "backtest",
+    jobs: int = 1,
 ) -> list[Evaluation]:
+    """Evaluate at each time in order, carrying hysteresis forward.
+
+    With ``jobs`` > 1 and a source that lives in this process (`forkable`), the evidence of
+    contiguous slices of `times` is gathered in forked processes while this one gathers the
+    first slice; the decisions are then made here, in time order. Each slice starts with a
+    cold evaluation and goes on incrementally, and both give the same evidence, so the result
+    is the one-process result.
+    """
     p = Pipeline(pipeline, pack, source)
-    out: list[Evaluation] = []
-    t0 = time.monotonic()
-    total = len(times)
-    for i, t in enumerate(times, 1):
-        out.append(p.evaluate(t))
-        if progress is not None and (i == total or i % max(1, total // 50) == 0):
-            elapsed = time.monotonic() - t0
-            eta = elapsed / i * (total - i)
-            bar = "#" * int(30 * i / total)
-            progress.write(f"\r[{bar:<30}] {i}/{total} evaluations, {elapsed:.1f}s elapsed, ~{eta:.0f}s left")
-            progress.flush()
-    if progress is not None and total:
-        progress.write("\n")
+    bar = _Bar(progress, len(times))
+    slices = _slices(len(times), jobs) if forkable(source) else [(0, len(times))]
+    if len(slices) == 1:
+        out = []
+        for t in times:
+            out.append(p.evaluate(t))
+            bar.show(len(out))
+        bar.end()
+        return out
+    global _WORK
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Array("q", len(slices), lock=False)
+    _WORK = (pack, source, pipeline, times, done)
+    try:
+        with concurrent.futures.ProcessPoolExecutor(len(slices) - 1, mp_context=ctx) as pool:
+            futures = [pool.submit(_observe_slice, i, a, b) for i, (a, b) in enumerate(slices) if i > 0]
+            a, b = slices[0]
+            observed = []
+            for t in times[a:b]:
+                observed.append(p.observe(t))
+                bar.show(len(observed) + sum(done))
+            pending = set(futures)
+            while pending:
+                _finished, pending = concurrent.futures.wait(pending, timeout=0.5)
+                bar.show(len(observed) + sum(done))
+            for f in futures:
+                observed.extend(f.result())
+    finally:
+        _WORK = None
+    bar.end()
+    return [p.conclude(evidence, meta) for evidence, meta in observed]
+
+
+def forkable(source: Source) -> bool:
+    """A source whose data lives in this process (a forked process reads it as it is)."""
+    return isinstance(source, NativeSource)
+
+
+def _slices(n: int, jobs: int) -> list[tuple[int, int]]:
+    k = max(1, min(jobs, n // MIN_SLICE))
+    bounds = [n * i // k for i in range(k + 1)]
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+_WORK: Any = None
+"""(pack, source, pipeline name, times, shared done-counts) for the forked processes."""
+
+
+def _observe_slice(slot: int, a: int, b: int) -> list[tuple[EvidenceSet, MetaReport]]:
+    pack, source, name, times, done = _WORK
+    p = Pipeline(name, pack, source)
+    out = []
+    for t in times[a:b]:
+        out.append(p.observe(t))
+        done[slot] += 1
     return out
+
+
+class _Bar:
+    """The evaluation progress bar (nothing without a stream)."""
+
+    def __init__(self, stream: TextIO | None, total: int) -> None:
+        self.stream, self.total, self.t0 = stream, total, time.monotonic()
+        self.step = max(1, total // 50)
+        self.shown = 0
+
+    def show(self, i: int) -> None:
+        if self.stream is None or not (i == self.total or i - self.shown >= self.step):
+            return
+        self.shown = i
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / max(i, 1) * (self.total - i)
+        bar = "#" * int(30 * i / self.total)
+        self.stream.write(f"\r[{bar:<30}] {i}/{self.total} evaluations, {elapsed:.1f}s elapsed, ~{eta:.0f}s left")
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self.stream is not None and self.total:
+            self.stream.write("\n")
 
 
 def summary(evaluations: Sequence[Evaluation], every: float) -> dict[str, Any]:

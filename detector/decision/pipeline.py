@@ -17,7 +17,7 @@ from opentelemetry.trace import NoOpTracer, Tracer
 
 from detector.decision.decide import HysteresisState, decide
 from detector.evidence.gather import gather_evidence
-from detector.evidence.results import Evaluation, MetaReport
+from detector.evidence.results import Evaluation, EvidenceSet, MetaReport
 from detector.source.frame import Source
 from detector.source.incremental import IncrementalSource
 from detector.spec.pack import Pack
@@ -48,30 +48,14 @@ class Pipeline:
         """Evaluate at `now` (unix seconds, from the caller's clock) and advance the hysteresis counters."""
         tracer = self._tracer or NoOpTracer()
         with tracer.start_as_current_span(f"csf.evaluate {self.name}") as span:
-            wall0 = time.perf_counter()
-            cpu0 = time.process_time()
-            evidence = gather_evidence(self.pack, self.source, now, tracer)
-            cpu = time.process_time() - cpu0
-            wall = time.perf_counter() - wall0
-            org = self.pack.organisation
-            overhead = None
-            if org.analysis_hours is not None and org.capacity_hours:
-                overhead = org.analysis_hours / org.capacity_hours
-            meta = MetaReport(
-                cpu_seconds=cpu,
-                wall_seconds=wall,
-                queries=evidence.queries,
-                samples_read=evidence.samples_read,
-                memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                overhead_ratio=overhead,
-            )
-            evaluation, self.state = decide(self.pack, evidence, self.state, meta, pipeline=self.name)
+            evidence, meta = self.observe(now, tracer)
+            evaluation = self.conclude(evidence, meta)
             span.set_attributes(
                 {
                     "csf.pipeline": self.name,
                     "csf.evaluation_time": now,
-                    "csf.cpu_seconds": cpu,
-                    "csf.wall_seconds": wall,
+                    "csf.cpu_seconds": meta.cpu_seconds,
+                    "csf.wall_seconds": meta.wall_seconds,
                     "csf.samples_read": evidence.samples_read,
                     "csf.queries": evidence.queries,
                     "csf.source_up": evidence.source_up,
@@ -79,6 +63,33 @@ class Pipeline:
                     "csf.decision": evaluation.decision,
                 }
             )
+        return evaluation
+
+    def observe(self, now: float, tracer: Tracer | None = None) -> tuple[EvidenceSet, MetaReport]:
+        """The evidence at `now` and what gathering it cost; no hysteresis state is touched (so a
+        backtest may gather the evidence of several times in other processes)."""
+        wall0 = time.perf_counter()
+        cpu0 = time.process_time()
+        evidence = gather_evidence(self.pack, self.source, now, tracer or NoOpTracer())
+        cpu = time.process_time() - cpu0
+        wall = time.perf_counter() - wall0
+        org = self.pack.organisation
+        overhead = None
+        if org.analysis_hours is not None and org.capacity_hours:
+            overhead = org.analysis_hours / org.capacity_hours
+        meta = MetaReport(
+            cpu_seconds=cpu,
+            wall_seconds=wall,
+            queries=evidence.queries,
+            samples_read=evidence.samples_read,
+            memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            overhead_ratio=overhead,
+        )
+        return evidence, meta
+
+    def conclude(self, evidence: EvidenceSet, meta: MetaReport) -> Evaluation:
+        """Decide on `evidence` (the next in time order) and advance the hysteresis counters."""
+        evaluation, self.state = decide(self.pack, evidence, self.state, meta, pipeline=self.name)
         self.latest = evaluation
         return evaluation
 

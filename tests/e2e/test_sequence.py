@@ -7,12 +7,13 @@ never say `invest` in healthy or proxy periods. Adversarial scenarios must not b
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 
 import pytest
 
-from detector.decision.backtest import run_backtest, summary
+from detector.decision.backtest import MIN_SLICE, run_backtest, summary
 from detector.sim.scenarios import SCENARIOS
 from detector.sim.simulator import Simulator
 from detector.source.native import NativeSource
@@ -183,3 +184,25 @@ def test_replay_is_deterministic():
         x.pop("meta")
         y.pop("meta")
     assert a == b
+
+
+def test_backtest_on_several_processes_equals_one(sequence_run):
+    # Three slices of the 18-day replay are gathered in forked processes, each starting cold;
+    # hysteresis is carried across the slice boundaries here: the evaluations must be those of
+    # the one-process run, binding changes included.
+    evaluations, every = sequence_run
+    pack = default_pack()
+    store = _store("sequence", 18)
+    times = [e.time for e in evaluations]
+    progress = io.StringIO()
+    parallel = run_backtest(pack, NativeSource(store), times, progress=progress, jobs=3)
+    assert len(parallel) == len(evaluations) > 3 * MIN_SLICE
+    one = [e.to_dict() for e in evaluations]
+    many = [e.to_dict() for e in parallel]
+    for x, y in zip(one, many, strict=True):
+        x.pop("meta")
+        y.pop("meta")
+    assert one == many
+    assert summary(parallel, every)["binding_changes"] >= 4
+    last_bar = progress.getvalue().rstrip("\n").rsplit("\r", 1)[-1]
+    assert last_bar.startswith("[" + "#" * 30 + f"] {len(times)}/{len(times)} evaluations")

@@ -46,3 +46,11 @@ def test_a_pack_file_that_does_not_exist_is_named_not_a_traceback(
     assert main([*argv, "--pack", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "cannot read pack" in err and str(missing) in err
+
+
+@pytest.mark.parametrize("jobs", ["-1", "two"])
+def test_jobs_must_be_a_count(tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["backtest", "--input", str(tmp_path / "never-read.om"), "--jobs", jobs])
+    assert exit_.value.code == 2
+    assert f"--jobs must be an integer >= 0 (0: one per usable CPU), got {jobs!r}" in capsys.readouterr().err
