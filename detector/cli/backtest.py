@@ -8,6 +8,7 @@ JSON or plot. Domain modules are imported when the command runs, so `csf --help`
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -66,7 +67,6 @@ class _Data:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detector.decision.backtest import evaluation_times, run_backtest
     from detector.source.openmetrics.parallel import usable_cpus
     from detector.spec.load import PackError, resolve_pack
     from detector.timefmt import parse_duration
@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     except (_Refused, ValueError) as exc:
         print(f"csf backtest: {exc}", file=sys.stderr)
         return 2
+    from detector.decision.backtest import evaluation_times, run_backtest  # imported while --input parses
+
     evaluations = run_backtest(pack, data.source, evaluation_times(start, end, every), progress=progress, jobs=jobs)
     _write(args, pack, evaluations, every)
     if args.plot:
@@ -160,7 +162,7 @@ def _from_file(path: str, progress: TextIO | None, jobs: int) -> _Data:
         if progress:
             load_with_progress(path, store, progress, jobs)
         else:
-            load_file(path, store, jobs=jobs)
+            load_file(path, store, jobs=jobs, while_parsing=_import_evaluation)
     except (OSError, OpenMetricsError) as exc:
         raise _Refused(f"{path}: {exc}") from None
     first = store.oldest_timestamp() if hasattr(store, "oldest_timestamp") else None
@@ -217,6 +219,11 @@ def _size(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def _import_evaluation() -> None:
+    """The evaluation's modules (scipy among them: most of a second) load while the file parses."""
+    importlib.import_module("detector.decision.backtest")
+
+
 def load_with_progress(path: str, store: Any, progress: TextIO, jobs: int = 1, every: float = 0.5) -> int:
     """`load_file` (the same store, the same errors) with a progress line on `progress`: share
     of the file read, samples loaded, elapsed time. Returns the samples."""
@@ -243,7 +250,7 @@ def load_with_progress(path: str, store: Any, progress: TextIO, jobs: int = 1, e
             last = now
             show()
 
-    stats = load_file(path, store, jobs=jobs, on_progress=on_progress)
+    stats = load_file(path, store, jobs=jobs, on_progress=on_progress, while_parsing=_import_evaluation)
     size = os.path.getsize(path)
     state[:] = [size, size, stats.samples]
     show("\n")

@@ -41,6 +41,8 @@ MIN_PART_BYTES = 32 << 20
 """A part is at least this big: below it, a process start and the transfer of its batches
 cost more than parsing the part in place saves."""
 _BUFFERED = 262144
+_READ = 1 << 20
+"""Bytes read from the file at a time."""
 
 Progress = Callable[[int, int, int], None]
 """on_progress(bytes read, file size, samples loaded), called now and then while loading."""
@@ -65,17 +67,21 @@ def load_file(
     fmt: Format = "auto",
     jobs: int = 1,
     on_progress: Progress | None = None,
+    while_parsing: Callable[[], None] | None = None,
 ) -> LoadStats:
     """Parse the file at `path` into `store` using up to `jobs` processes; the store, the
-    statistics and any `OpenMetricsError` (with its line) are those of `load_openmetrics`."""
+    statistics and any `OpenMetricsError` (with its line) are those of `load_openmetrics`.
+    `while_parsing` runs once in this process while the parts parse (else before parsing)."""
     size = os.path.getsize(path)
     # about four parts per process, so that processes finishing early take the parts left
     cuts = family_starts(path, size, max(MIN_PART_BYTES, size // (4 * jobs))) if jobs > 1 else [0, size]
     decided = _decided_format(path, fmt) if len(cuts) > 2 else None
     if decided is not None:
-        loaded = _parallel(path, store, fmt, decided, cuts, jobs, on_progress)
+        loaded = _parallel(path, store, fmt, decided, cuts, jobs, on_progress, while_parsing)
         if loaded is not None:
             return loaded
+    elif while_parsing is not None:
+        while_parsing()
     return _sequential(path, store, fmt, size, on_progress)
 
 
@@ -180,7 +186,7 @@ def _parse_part(path: str, start: int, end: int, fmt: Format, decided: str, last
     parser.fmt = decided  # type: ignore[assignment]
     parser.partial = not last
     try:
-        with io.TextIOWrapper(io.BufferedReader(_Window(path, start, end, _SHARED, slot)), encoding="utf-8") as fh:
+        with io.TextIOWrapper(io.BufferedReader(_Window(path, start, end, _SHARED, slot), _READ), encoding="utf-8") as fh:
             batches = list(parser.run(fh))
     except (OpenMetricsError, UnicodeDecodeError):
         return _Part([], frozenset(), frozenset(), False, True)
@@ -195,6 +201,7 @@ def _parallel(
     cuts: list[int],
     jobs: int,
     on_progress: Progress | None,
+    while_parsing: Callable[[], None] | None,
 ) -> LoadStats | None:
     """Load the parts in worker processes; None when the parts do not give the single parse's result."""
     ctx = multiprocessing.get_context("fork")
@@ -210,6 +217,8 @@ def _parallel(
             for i in biggest_first
         }
         futures = [submitted[i] for i in range(n)]
+        if while_parsing is not None:
+            while_parsing()
         pending = set(futures)
         while pending:
             _done, pending = concurrent.futures.wait(pending, timeout=0.5)
@@ -228,7 +237,7 @@ def _sequential(
     path: str | Path, store: _Store, fmt: Format, size: int, on_progress: Progress | None
 ) -> LoadStats:
     read = [0]
-    with io.TextIOWrapper(io.BufferedReader(_Window(path, 0, size, read, 0)), encoding="utf-8") as fh:
+    with io.TextIOWrapper(io.BufferedReader(_Window(path, 0, size, read, 0), _READ), encoding="utf-8") as fh:
         report = None if on_progress is None else (lambda samples: on_progress(read[0], size, samples))
         return append_batches(store, parse_openmetrics(fh, fmt=fmt), report)
 
