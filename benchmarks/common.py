@@ -83,8 +83,29 @@ def pin_to_one_core() -> int | None:
     if not allowed:
         return None
     cpu = allowed[-1]
+    _ALLOWED[:] = allowed
     os.sched_setaffinity(0, {cpu})
     return cpu
+
+
+_ALLOWED: list[int] = []
+"""The CPUs this process could use before `pin_to_one_core`."""
+
+
+def machine_cpus() -> int:
+    """CPUs the benchmark process could use before pinning (what `unpin` gives back)."""
+    if _ALLOWED:
+        return len(_ALLOWED)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def unpin() -> None:
+    """Give the calling process back every CPU the benchmark process had before pinning (a
+    ``preexec_fn`` for commands timed as a user runs them: on the whole machine)."""
+    if _ALLOWED and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(_ALLOWED))
 
 
 def max_rss_bytes() -> int:
@@ -201,7 +222,9 @@ __all__ = [
     "fmt_value",
     "machine",
     "max_rss_bytes",
+    "machine_cpus",
     "pin_to_one_core",
+    "unpin",
     "render_table",
     "rss_bytes",
     "time_calls",
