@@ -141,7 +141,10 @@ def run_causal_tests(
         (lab, _slope(prepare_panel(xz, yz, mask, rows), settings.min_points)) for lab, rows in groups(segments)
     ]
     granger = granger_fit(panel, settings.lags, settings.min_points)
-    dose = _dose(xa[mask], ya[mask], settings.dose_bins, settings.min_points)
+    balanced = bool(mask.all())  # every point usable: the boolean selections are the flat arrays
+    dose = _dose(
+        xa.ravel() if balanced else xa[mask], ya.ravel() if balanced else ya[mask], settings.dose_bins, settings.min_points
+    )
 
     tests = (
         judge_within(within, settings),

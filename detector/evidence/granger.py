@@ -48,10 +48,14 @@ def granger_fit(panel: Panel | Unavailable, lags: int, min_points: int) -> Grang
     vf = valid.astype(float)
     cols = np.empty((units, k + 2, width))
     cols[:, 0] = vf
+    complete = bool(valid.all())  # then multiplying by vf (all 1.0) would copy: copy
     for lag in range(lags + 1):
         window = slice(lags - lag, lags - lag + width)
-        np.multiply(yd[:, window], vf, out=cols[:, k if lag == 0 else lag])
-        np.multiply(xd[:, window], vf, out=cols[:, k + 1 if lag == 0 else lags + lag])
+        for series, col in ((yd, k if lag == 0 else lag), (xd, k + 1 if lag == 0 else lags + lag)):
+            if complete:
+                cols[:, col] = series[:, window]
+            else:
+                np.multiply(series[:, window], vf, out=cols[:, col])
     grams = cols @ cols.transpose(0, 2, 1)  # (units, k + 2, k + 2)
     raw = grams.sum(axis=0)
     norms = np.sqrt(np.diag(raw))

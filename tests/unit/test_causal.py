@@ -16,6 +16,7 @@ from detector.evidence.causal import (
     run_causal_tests,
     sensitivity_gamma,
 )
+from detector.evidence.panel import Panel, _any_panel, _balanced_panel
 from detector.evidence.results import TEST_NAMES, CausalEvidence, TestResult
 from detector.spec.pack import CausalSettings
 from tests import synthetic as syn
@@ -543,3 +544,19 @@ def test_fast_matches_reference(name: str) -> None:
     assert sensitivity_gamma(panel.x, panel.y) == pytest.approx(
         sensitivity_gamma_reference(panel.x, panel.y), rel=1e-6
     )
+
+
+@pytest.mark.parametrize("rows", [[0], [1, 4], [0, 2, 5], [0, 1, 2, 3, 4, 5]])
+def test_balanced_panel_is_the_general_transformation_bit_for_bit(rows: list[int]) -> None:
+    rng = np.random.default_rng(len(rows))
+    x = rng.normal(size=(6, 500)) * 10.0 ** rng.integers(-3, 4, size=(6, 1))
+    y = rng.normal(size=(6, 500))
+    mask = np.ones(x.shape, dtype=bool)
+    idx = np.array(rows)
+    fast = _balanced_panel(x, y, mask[idx], idx)
+    slow = _any_panel(x, y, mask[idx], idx)
+    assert isinstance(slow, Panel)
+    assert (fast.n, fast.two_way) == (slow.n, slow.two_way) == (len(rows) * 500, len(rows) >= 3)
+    for name in ("mask", "xz", "yz", "xd", "yd"):
+        a, b = getattr(fast, name), getattr(slow, name)
+        assert a.shape == b.shape and np.array_equal(a.view(np.uint8), b.view(np.uint8)), name
