@@ -274,9 +274,9 @@ class _SharedTimestamps:
             and known[3] <= hi_need
         ):
             lo, hi = known[3], known[4]
-            if lo_need < lo and not np.array_equal(ta[: lo - lo_need], tb[: lo - lo_need]):
+            if lo_need < lo and not _same(ta[: lo - lo_need], tb[: lo - lo_need]):
                 return False
-            if hi < hi_need and not np.array_equal(ta[hi - lo_need :], tb[hi - lo_need :]):
+            if hi < hi_need and not _same(ta[hi - lo_need :], tb[hi - lo_need :]):
                 return False
             if lo_need < lo or hi < hi_need:
                 self.pairs[key] = (a.buffer_id, b.buffer_id, shift, min(lo, lo_need), max(hi, hi_need))
@@ -287,6 +287,14 @@ class _SharedTimestamps:
             self.pairs.clear()
         self.pairs[key] = (a.buffer_id, b.buffer_id, shift, lo_need, hi_need)
         return True
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """``np.array_equal`` of two equally long timestamp arrays; the few newly arrived ones
+    (the usual case) compared as Python floats, ~10x cheaper than the numpy call."""
+    if len(a) <= 64:
+        return bool(a.tolist() == b.tolist())
+    return bool(np.array_equal(a, b))
 
 
 def _presence(view: SeriesView, lo: float, end: float, since: float) -> bool | None:
