@@ -365,7 +365,7 @@ class Simulator:
         data = getattr(self, f"_compute_{module}")(b)
         with self._lock:
             self._blocks[key] = data
-            while len(self._blocks) > 32:
+            while len(self._blocks) > 8:
                 self._blocks.popitem(last=False)
         return data
 
