@@ -8,17 +8,19 @@ The command (`csf backtest`: arguments, data range, progress, output) is `detect
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import math
-import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TextIO
 
 from detector.decision.pipeline import Pipeline
 from detector.evidence.results import Evaluation, EvidenceSet, MetaReport
 from detector.source.frame import Source
 from detector.source.native import NativeSource
+from detector.source.openmetrics.parallel import fork_context
 from detector.spec.pack import Pack
 from detector.timefmt import format_time
 
@@ -29,6 +31,8 @@ def evaluation_times(start: float, end: float, every: float) -> list[float]:
     n = int(math.floor((end - start) / every + 1e-9))
     return [start + k * every for k in range(n + 1)]
 
+
+log = logging.getLogger(__name__)
 
 MIN_SLICE = 24
 """Evaluations per process at least: a process's first evaluation reads the whole lookback."""
@@ -52,16 +56,37 @@ def run_backtest(
     """
     p = Pipeline(pipeline, pack, source)
     bar = _Bar(progress, len(times))
-    slices = _slices(len(times), jobs) if forkable(source) else [(0, len(times))]
-    if len(slices) == 1:
-        out = []
-        for t in times:
-            out.append(p.evaluate(t))
-            bar.show(len(out))
-        bar.end()
-        return out
+    ctx = fork_context()
+    slices = _slices(len(times), jobs) if forkable(source) and ctx is not None else [(0, len(times))]
+    if len(slices) > 1:
+        try:
+            observed = _observe_in_slices(p, ctx, pack, source, pipeline, times, slices, bar)
+        except BrokenProcessPool:
+            log.warning("a backtest process was lost; evaluating in this one")
+            p, bar = Pipeline(pipeline, pack, source), _Bar(progress, len(times))
+        else:
+            bar.end()
+            return [p.conclude(evidence, meta) for evidence, meta in observed]
+    out = []
+    for t in times:
+        out.append(p.evaluate(t))
+        bar.show(len(out))
+    bar.end()
+    return out
+
+
+def _observe_in_slices(
+    p: Pipeline,
+    ctx: Any,
+    pack: Pack,
+    source: Source,
+    pipeline: str,
+    times: Sequence[float],
+    slices: list[tuple[int, int]],
+    bar: _Bar,
+) -> list[tuple[EvidenceSet, MetaReport]]:
+    """The evidence at every time: the first slice here, the others in forked processes."""
     global _WORK
-    ctx = multiprocessing.get_context("fork")
     done = ctx.Array("q", len(slices), lock=False)
     _WORK = (pack, source, pipeline, times, done)
     try:
@@ -80,8 +105,7 @@ def run_backtest(
                 observed.extend(f.result())
     finally:
         _WORK = None
-    bar.end()
-    return [p.conclude(evidence, meta) for evidence, meta in observed]
+    return observed
 
 
 def forkable(source: Source) -> bool:

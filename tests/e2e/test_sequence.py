@@ -8,11 +8,14 @@ never say `invest` in healthy or proxy periods. Adversarial scenarios must not b
 from __future__ import annotations
 
 import io
+import logging
 import math
+import os
 from collections import Counter
 
 import pytest
 
+from detector.decision import backtest
 from detector.decision.backtest import MIN_SLICE, run_backtest, summary
 from detector.sim.scenarios import SCENARIOS
 from detector.sim.simulator import Simulator
@@ -206,3 +209,24 @@ def test_backtest_on_several_processes_equals_one(sequence_run):
     assert summary(parallel, every)["binding_changes"] >= 4
     last_bar = progress.getvalue().rstrip("\n").rsplit("\r", 1)[-1]
     assert last_bar.startswith("[" + "#" * 30 + f"] {len(times)}/{len(times)} evaluations")
+
+
+def _dying_slice(slot: int, a: int, b: int):
+    os._exit(3)  # the process is lost (as if killed for memory)
+
+
+def test_a_lost_backtest_process_falls_back_to_one(monkeypatch, caplog):
+    pack = default_pack()
+    store = _store("latency_binding", 2.5)
+    times = [ORIGIN + DAY + k * 3600.0 for k in range(2 * MIN_SLICE)]
+    one = [e.to_dict() for e in run_backtest(pack, NativeSource(store), times)]
+    monkeypatch.setattr(backtest, "_observe_slice", _dying_slice)
+    progress = io.StringIO()
+    with caplog.at_level(logging.WARNING, logger=backtest.__name__):
+        many = [e.to_dict() for e in run_backtest(pack, NativeSource(store), times, progress=progress, jobs=2)]
+    assert "a backtest process was lost; evaluating in this one" in caplog.text
+    for x, y in zip(one, many, strict=True):
+        x.pop("meta")
+        y.pop("meta")
+    assert one == many
+    assert progress.getvalue().rstrip("\n").rsplit("\r", 1)[-1].startswith("[" + "#" * 30 + f"] {len(times)}/{len(times)}")

@@ -10,6 +10,8 @@ outcome, and that the parallel path did run where it should.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,24 @@ def test_small_file_and_one_job_load_in_one_piece(tmp_path: Path) -> None:
     seq, par, one, many = _both(path, jobs=8)
     assert one == many
     _assert_same(seq, par)
+
+
+def _dying_part(*args: object) -> object:
+    if args[-1] == 1:  # the second part's process is lost (as if killed for memory)
+        os._exit(3)
+    return _real_parse_part(*args)
+
+
+_real_parse_part = parallel._parse_part
+
+
+def test_a_lost_process_falls_back_to_one_piece(
+    tmp_path: Path, small_parts: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _simulated(tmp_path / "sim.om", hours=2.0)
+    monkeypatch.setattr(parallel, "_parse_part", _dying_part)
+    with caplog.at_level(logging.WARNING, logger=parallel.__name__):
+        seq, par, one, many = _both(path)
+    assert one == many
+    _assert_same(seq, par)
+    assert "was lost; parsing it in one piece" in caplog.text

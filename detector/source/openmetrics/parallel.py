@@ -18,11 +18,13 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import itertools
+import logging
 import mmap
 import multiprocessing
 import os
 import re
 from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +38,8 @@ from detector.source.openmetrics.parser import (
     append_batches,
     parse_openmetrics,
 )
+
+log = logging.getLogger(__name__)
 
 MIN_PART_BYTES = 32 << 20
 """A part is at least this big: below it, a process start and the transfer of its batches
@@ -203,10 +207,47 @@ def _parallel(
     on_progress: Progress | None,
     while_parsing: Callable[[], None] | None,
 ) -> LoadStats | None:
-    """Load the parts in worker processes; None when the parts do not give the single parse's result."""
-    ctx = multiprocessing.get_context("fork")
+    """Load the parts in worker processes; None when the parts do not give the single parse's
+    result, or a worker was lost (killed, out of memory): the caller then parses in one piece."""
+    ctx = fork_context()
+    if ctx is None:
+        return None
     n = len(cuts) - 1
     shared = ctx.Array("q", n, lock=False)
+    try:
+        results = _run_parts(ctx, shared, path, fmt, decided, cuts, jobs, on_progress, while_parsing)
+    except BrokenProcessPool:
+        log.warning("a process parsing %s was lost; parsing it in one piece", path)
+        return None
+    if any(r.failed for r in results) or any(r.saw_eof for r in results[:-1]):
+        return None
+    for a, b in itertools.combinations(results, 2):
+        if a.families & b.families or a.series & b.series:
+            return None
+    return append_batches(store, itertools.chain.from_iterable(r.batches for r in results))
+
+
+def fork_context() -> Any:
+    """The "fork" multiprocessing context (workers see this process's data as it is), None
+    where the platform has none."""
+    try:
+        return multiprocessing.get_context("fork")
+    except ValueError:
+        return None
+
+
+def _run_parts(
+    ctx: Any,
+    shared: Any,
+    path: str | Path,
+    fmt: Format,
+    decided: str,
+    cuts: list[int],
+    jobs: int,
+    on_progress: Progress | None,
+    while_parsing: Callable[[], None] | None,
+) -> list[_Part]:
+    n = len(cuts) - 1
     size = cuts[-1]
     workers = min(jobs, n)
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(shared,)) as pool:
@@ -224,13 +265,7 @@ def _parallel(
             _done, pending = concurrent.futures.wait(pending, timeout=0.5)
             if on_progress is not None:
                 on_progress(min(size, sum(shared)), size, 0)
-        results = [f.result() for f in futures]
-    if any(r.failed for r in results) or any(r.saw_eof for r in results[:-1]):
-        return None
-    for a, b in itertools.combinations(results, 2):
-        if a.families & b.families or a.series & b.series:
-            return None
-    return append_batches(store, itertools.chain.from_iterable(r.batches for r in results))
+        return [f.result() for f in futures]
 
 
 def _sequential(
@@ -242,4 +277,4 @@ def _sequential(
         return append_batches(store, parse_openmetrics(fh, fmt=fmt), report)
 
 
-__all__ = ["MIN_PART_BYTES", "family_starts", "load_file", "usable_cpus"]
+__all__ = ["MIN_PART_BYTES", "family_starts", "fork_context", "load_file", "usable_cpus"]
