@@ -4,7 +4,7 @@
   shapes (p-values equal to 1e-6 relative, same outcomes), the vectorised matched pairs
   vs a per-unit loop;
 * native engine: `increase_rows` (series sharing timestamps) vs `extrapolated_increase`
-  per series, the round-based `_aggregate` vs a per-group reduction, the dense
+  per series, `_aggregate` (both ways of folding) vs a per-group reduction, the dense
   `bucket_quantile` vs the bucket-by-bucket loop, and whole queries on simulator data
   vs a per-series evaluation -- all bit for bit;
 * OpenMetrics parser: the bulk path vs line by line, same batches and same errors.
@@ -210,13 +210,14 @@ def _aggregate_loop(vec: native._Vector, by: tuple[str, ...], agg: str) -> tuple
     return keys, np.array(values), np.array(present)
 
 
+@pytest.mark.parametrize("steps", [3, 200])  # folded by ufunc.at / by whole rows
 @pytest.mark.parametrize("agg", ["sum", "avg", "max", "min"])
-def test_aggregate_equals_per_group_reduction(agg: str) -> None:
+def test_aggregate_equals_per_group_reduction(agg: str, steps: int) -> None:
     rng = np.random.default_rng(11)
     labels = tuple(
         (("a", f"a{rng.integers(0, 4)}"), ("b", f"b{rng.integers(0, 3)}"), ("i", str(i))) for i in range(60)
     )
-    values = rng.normal(size=(60, 200)) * 10 ** rng.uniform(-3, 6, size=(60, 1))
+    values = rng.normal(size=(60, steps)) * 10 ** rng.uniform(-3, 6, size=(60, 1))
     values[rng.random(values.shape) < 0.05] = np.nan
     present = rng.random(values.shape) > 0.2
     vec = native._Vector(labels, values, present)
