@@ -223,6 +223,8 @@ def _raw_increase(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(first value, last - first + reset corrections) of every row in every window [i0, i1]."""
     k, n_ok = len(rows), len(i0)
+    if 1 < k and k * len(rows[0]) <= _STACK_SAMPLES:
+        return _raw_increase_stacked(np.stack(rows), i0, i1, resets)
     first_v = np.empty((k, n_ok))
     result = np.empty((k, n_ok))
     for r, row in enumerate(rows):
@@ -236,6 +238,31 @@ def _raw_increase(
         if drops.any():
             cum = np.concatenate(([0.0], np.cumsum(drops)))
             result[r] = result[r] + (cum[i1] - cum[i0])
+    return first_v, result
+
+
+_STACK_SAMPLES = 1 << 16
+"""Rows this short in total (an incremental query's few windows) are stacked into one array:
+a few whole-array operations instead of several per row."""
+
+
+def _raw_increase_stacked(
+    m: np.ndarray, i0: np.ndarray, i1: np.ndarray, resets: Sequence[bool] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_raw_increase` of the rows of `m` (the same operations per element)."""
+    first_v = m[:, i0]
+    result = m[:, i1]
+    result -= first_v
+    check = np.arange(len(m)) if resets is None else np.flatnonzero(np.asarray(resets, dtype=bool))
+    if check.size:
+        sub = m[check]
+        drops = np.where(sub[:, 1:] < sub[:, :-1], sub[:, :-1], 0.0)
+        hit = drops.any(axis=1)
+        if hit.any():
+            rows, drops = check[hit], drops[hit]
+            cum = np.zeros((len(rows), drops.shape[1] + 1))
+            np.cumsum(drops, axis=1, out=cum[:, 1:])
+            result[rows] = result[rows] + (cum[:, i1] - cum[:, i0])
     return first_v, result
 
 

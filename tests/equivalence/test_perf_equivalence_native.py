@@ -53,9 +53,13 @@ def counter(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
 KINDS = ("plain", "resets", "zeros", "negative", "nan")
 
 
+@pytest.mark.parametrize("stacked", [True, False])  # short rows stacked into one array, or row by row
 @pytest.mark.parametrize("is_rate", [False, True])
 @pytest.mark.parametrize("window", [60.0, 300.0, 3600.0])
-def test_increase_list_and_rows_equal_extrapolated_increase(window: float, is_rate: bool) -> None:
+def test_increase_list_and_rows_equal_extrapolated_increase(
+    window: float, is_rate: bool, stacked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kernels, "_STACK_SAMPLES", 1 << 16 if stacked else 0)
     rng = np.random.default_rng(int(window) * 2 + is_rate)
     n = 900
     ts = 1000.0 + np.cumsum(rng.uniform(5.0, 40.0, n))
