@@ -26,7 +26,8 @@ from detector.evidence.panel import Unavailable, prepare_panel
 from detector.source import kernels, native
 from detector.source.frame import Labels
 from detector.source.openmetrics import OpenMetricsError, write_openmetrics
-from detector.source.openmetrics.parser import _Parser
+from detector.source.openmetrics import parser as parser_module
+from detector.source.openmetrics.parser import TextBlocks, _Parser
 from detector.source.series import STALE_NAN
 from detector.source.store import SampleStore
 from detector.spec.pack import CausalSettings
@@ -311,10 +312,13 @@ def test_native_queries_equal_per_series_evaluation() -> None:
 # --------------------------------------------------------------------------- OpenMetrics
 
 
-def _parse(text: str, bulk: bool, max_buffered: int = 262144, min_bulk: int = 0) -> list[tuple[str, tuple, np.ndarray, np.ndarray]]:
+def _parse(
+    text: str, bulk: bool, max_buffered: int = 262144, min_bulk: int = 0, blocks: bool = False
+) -> list[tuple[str, tuple, np.ndarray, np.ndarray]]:
     parser = _Parser("auto", None, max_buffered)
     parser.bulk = bulk
-    out = [(n, tuple(sorted(lbl.items())), ts, v) for n, lbl, ts, v in parser.run(io.StringIO(text))]
+    stream = TextBlocks(io.StringIO(text)) if blocks else io.StringIO(text)
+    out = [(n, tuple(sorted(lbl.items())), ts, v) for n, lbl, ts, v in parser.run(stream)]
     assert parser.bulk_lines >= (min_bulk if bulk else 0)
     assert bulk or parser.bulk_lines == 0
     return out
@@ -338,10 +342,14 @@ def _simulated_text(hours: float) -> str:
     return out.getvalue()
 
 
+@pytest.mark.parametrize("blocks", [False, True])  # lines from the stream, or blocks of text (TextBlocks)
 @pytest.mark.parametrize("max_buffered", [262144, 1000, 7])
-def test_bulk_parser_equals_line_by_line_on_simulator_output(max_buffered: int) -> None:
+def test_bulk_parser_equals_line_by_line_on_simulator_output(
+    max_buffered: int, blocks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parser_module, "_BLOCK_CHARS", 100_003)  # many blocks, cut mid-line
     text = _simulated_text(2.0)
-    bulk = _parse(text, True, max_buffered, min_bulk=text.count("\n") // 2)
+    bulk = _parse(text, True, max_buffered, min_bulk=text.count("\n") // 2, blocks=blocks)
     _same(bulk, _parse(text, False, max_buffered))
     assert sum(len(t) for _, _, t, _ in bulk) > 50_000
 
@@ -367,9 +375,30 @@ g{k="é"} 6 1e2
 """
 
 
-def test_bulk_parser_equals_line_by_line_on_unusual_lines() -> None:
-    _same(_parse(HAND, True, min_bulk=4), _parse(HAND, False))
-    _same(_parse(HAND, True, max_buffered=2, min_bulk=4), _parse(HAND, False, max_buffered=2))
+@pytest.mark.parametrize("block_chars", [None, 7, 64])
+def test_bulk_parser_equals_line_by_line_on_unusual_lines(block_chars: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = block_chars is not None
+    if blocks:
+        monkeypatch.setattr(parser_module, "_BLOCK_CHARS", block_chars)
+    _same(_parse(HAND, True, min_bulk=4, blocks=blocks), _parse(HAND, False))
+    _same(_parse(HAND, True, max_buffered=2, min_bulk=4, blocks=blocks), _parse(HAND, False, max_buffered=2))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# TYPE g gauge\n# HELP g vertical\x0btab and \x1c separators\ng 1 10\ng 2 11\n# EOF",  # no final newline
+        "# TYPE g gauge\n# HELP g caf\u00e9 \u2028 line separator\ng 1 10\ng 2 11\n# EOF\n",
+        "# TYPE g gauge\ng 1 10\ng 2 11\n# EOF\n\n\n",
+        "# TYPE g gauge\ng 1 10\ng{k=\"a\x0cb\"} 2 11\n# EOF\n",
+    ],
+    ids=["ascii-breaks-no-final-newline", "unicode-breaks", "blank-lines-after-eof", "formfeed-in-label"],
+)
+def test_text_blocks_cut_lines_where_line_iteration_does(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # str.splitlines also cuts at \v, \f, \x1c-\x1e, \x85 and \u2028: the block reader must not
+    monkeypatch.setattr(parser_module, "_BLOCK_CHARS", 5)
+    assert parser_module._split_lines(text) == io.StringIO(text).readlines()
+    _same(_parse(text, True, blocks=True), _parse(text, False))
 
 
 def test_bulk_parser_prometheus_text_in_milliseconds() -> None:

@@ -34,6 +34,7 @@ from detector.source.openmetrics.parser import (
     Batch,
     Labels,
     LoadStats,
+    TextBlocks,
     _Parser,
     append_batches,
     parse_openmetrics,
@@ -191,7 +192,7 @@ def _parse_part(path: str, start: int, end: int, fmt: Format, decided: str, last
     parser.partial = not last
     try:
         with io.TextIOWrapper(io.BufferedReader(_Window(path, start, end, _SHARED, slot), _READ), encoding="utf-8") as fh:
-            batches = list(parser.run(fh))
+            batches = list(parser.run(TextBlocks(fh)))
     except (OpenMetricsError, UnicodeDecodeError):
         return _Part([], frozenset(), frozenset(), False, True)
     return _Part(batches, frozenset(parser.families_seen), frozenset(parser.last_ts), parser.saw_eof, False)
@@ -274,7 +275,7 @@ def _sequential(
     read = [0]
     with io.TextIOWrapper(io.BufferedReader(_Window(path, 0, size, read, 0), _READ), encoding="utf-8") as fh:
         report = None if on_progress is None else (lambda samples: on_progress(read[0], size, samples))
-        return append_batches(store, parse_openmetrics(fh, fmt=fmt), report)
+        return append_batches(store, parse_openmetrics(TextBlocks(fh), fmt=fmt), report)
 
 
 __all__ = ["MIN_PART_BYTES", "family_starts", "fork_context", "load_file", "usable_cpus"]

@@ -159,6 +159,57 @@ def _split_fields(text: str, n: int) -> FieldSlices:
     return lambda a, b: (keys[a:b], values[a:b], stamps[a:b], None if ts is None else ts[a:b])
 
 
+_BLOCK_CHARS = 1 << 22
+"""Characters read at a time from a stream that can `read`."""
+_OTHER_BREAKS = ("\r", "\v", "\f", "\x1c", "\x1d", "\x1e")
+"""Where `str.splitlines` splits an ASCII text and line iteration of a text stream does not."""
+
+
+class TextBlocks:
+    """A text file read in blocks rather than line by line, for `parse_openmetrics`: the file
+    must be open with universal newlines (``newline=None``, the default of `open`), so that
+    its lines end in "\n" only."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fh)
+
+
+def _chunks(stream: Iterable[str]) -> Iterator[tuple[list[str] | None, str | None]]:
+    """The stream's lines, each ending in its newline (the last maybe not), in chunks: from
+    `TextBlocks`, blocks of whole lines as text (lines None: cut only if needed,
+    `_split_lines`), from any other iterable `_BULK_LINES` lines at a time (text None)."""
+    if not isinstance(stream, TextBlocks):
+        lines = iter(stream)
+        while chunk := list(itertools.islice(lines, _BULK_LINES)):
+            yield chunk, None
+        return
+    read = stream.fh.read
+    carry = ""
+    while block := read(_BLOCK_CHARS):
+        cut = block.rfind("\n") + 1
+        if cut == 0:
+            carry += block
+            continue
+        text, carry = carry + block[:cut], block[cut:]
+        yield None, text
+    if carry:
+        yield None, carry
+
+
+def _split_lines(text: str) -> list[str]:
+    """`text` cut after every "\n", as iterating over a universal-newline text file cuts it."""
+    if text.isascii() and not any(c in text for c in _OTHER_BREAKS):
+        return text.splitlines(keepends=True)  # one C call; the same cuts here
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
 class _Parser:
     def __init__(self, fmt: Format, default_timestamp: float | None, max_buffered: int) -> None:
         if fmt not in ("auto", "openmetrics", "prometheus"):
@@ -190,14 +241,18 @@ class _Parser:
     # -------------------------------------------------------------- main loop
 
     def run(self, stream: Iterable[str]) -> Iterator[Batch]:
-        lines = iter(stream)
-        while chunk := list(itertools.islice(lines, _BULK_LINES)):
+        for lines, joined in _chunks(stream):
+            if lines is None:
+                assert joined is not None
+                text = joined
+            else:
+                text = "".join(lines)
+            if self.bulk and "#" not in text:
+                yield from self._run(lines, text)
+                continue
+            chunk = _split_lines(text) if lines is None else lines
             if not self.bulk:
                 yield from self._lines(chunk)
-                continue
-            text = "".join(chunk)
-            if "#" not in text:
-                yield from self._run(chunk, text)
                 continue
             start = 0
             for i, raw in enumerate(chunk):
@@ -212,25 +267,28 @@ class _Parser:
             raise OpenMetricsError(self.line_no + 1, "missing '# EOF' at the end of OpenMetrics input")
         yield from self._flush()
 
-    def _run(self, run: list[str], text: str | None) -> Iterator[Batch]:
-        """A run of lines without '#': in bulk when possible, else line by line."""
+    def _run(self, run: list[str] | None, text: str | None) -> Iterator[Batch]:
+        """A run of lines without '#' (`run`, or None: the lines of `text`, cut only if the
+        line-by-line path needs them): in bulk when possible, else line by line."""
         if self.fmt == "auto" or self.saw_eof:
             # The first timestamp decides the format; after # EOF only blank lines may follow.
+            run = _split_lines(text or "") if run is None else run
             yield from self._lines(run[:1])
             run, text = run[1:], None
-        if not run:
+        if run is not None and not run:
             return
         if text is None:
-            text = "".join(run)
-        if self.saw_eof or "\r" in text or text.count("\n") != len(run) or not text.endswith("\n"):
-            yield from self._lines(run)
+            text = "".join(run or ())
+        n = len(run) if run is not None else text.count("\n")
+        if self.saw_eof or "\r" in text or text.count("\n") != n or not text.endswith("\n"):
+            yield from self._lines(_split_lines(text) if run is None else run)
             return
-        fields = _split_fields(text, len(run))
+        fields = _split_fields(text, n)
         pos = 0
-        while pos < len(run):
-            end = min(len(run), pos + self.max_buffered - self.buffered)
+        while pos < n:
+            end = min(n, pos + self.max_buffered - self.buffered)
             if not self._bulk(*fields(pos, end)):
-                yield from self._lines(run[pos:])
+                yield from self._lines((_split_lines(text) if run is None else run)[pos:])
                 return
             pos = end
             if self.buffered >= self.max_buffered:
@@ -529,6 +587,9 @@ def parse_openmetrics(
 ) -> Iterator[Batch]:
     """Parse exposition text into ``(name, labels, timestamps, values)`` batches.
 
+    `stream`: lines (any iterable of str, e.g. a text file), or `TextBlocks` around a file
+    open with universal newlines, which is read in large blocks (the same batches, faster).
+
     `fmt`: ``openmetrics`` (seconds, ``# EOF`` required), ``prometheus`` (integer
     milliseconds), or ``auto``: Prometheus text when the first timestamp is an integer
     >= 1e11 (milliseconds), else OpenMetrics. In ``auto`` a missing ``# EOF`` is an
@@ -561,7 +622,7 @@ def load_openmetrics(path: str | Path, store: _Store, *, fmt: Format = "auto") -
     """Parse the file at `path` into `store`. Raises OpenMetricsError (with the line) on bad input.
     (`detector.source.openmetrics.parallel.load_file` does the same on several cores.)"""
     with open(path, encoding="utf-8") as fh:
-        return append_batches(store, parse_openmetrics(fh, fmt=fmt))
+        return append_batches(store, parse_openmetrics(TextBlocks(fh), fmt=fmt))
 
 
 def append_batches(
