@@ -82,7 +82,7 @@ def load_file(
     cuts = family_starts(path, size, max(MIN_PART_BYTES, size // (4 * jobs))) if jobs > 1 else [0, size]
     decided = _decided_format(path, fmt) if len(cuts) > 2 else None
     if decided is not None:
-        loaded = _parallel(path, store, fmt, decided, cuts, jobs, on_progress, while_parsing)
+        loaded = _parallel(_Job(str(path), fmt, decided, cuts, jobs), store, on_progress, while_parsing)
         if loaded is not None:
             return loaded
     elif while_parsing is not None:
@@ -198,13 +198,20 @@ def _parse_part(path: str, start: int, end: int, fmt: Format, decided: str, last
     return _Part(batches, frozenset(parser.families_seen), frozenset(parser.last_ts), parser.saw_eof, False)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One file to parse in parts: where the parts start, the format, how many processes."""
+
+    path: str
+    fmt: Format
+    decided: str
+    cuts: list[int]
+    jobs: int
+
+
 def _parallel(
-    path: str | Path,
+    job: _Job,
     store: _Store,
-    fmt: Format,
-    decided: str,
-    cuts: list[int],
-    jobs: int,
     on_progress: Progress | None,
     while_parsing: Callable[[], None] | None,
 ) -> LoadStats | None:
@@ -213,12 +220,11 @@ def _parallel(
     ctx = fork_context()
     if ctx is None:
         return None
-    n = len(cuts) - 1
-    shared = ctx.Array("q", n, lock=False)
+    shared = ctx.Array("q", len(job.cuts) - 1, lock=False)
     try:
-        results = _run_parts(ctx, shared, path, fmt, decided, cuts, jobs, on_progress, while_parsing)
+        results = _run_parts(ctx, shared, job, on_progress, while_parsing)
     except BrokenProcessPool:
-        log.warning("a process parsing %s was lost; parsing it in one piece", path)
+        log.warning("a process parsing %s was lost; parsing it in one piece", job.path)
         return None
     if any(r.failed for r in results) or any(r.saw_eof for r in results[:-1]):
         return None
@@ -238,24 +244,17 @@ def fork_context() -> Any:
 
 
 def _run_parts(
-    ctx: Any,
-    shared: Any,
-    path: str | Path,
-    fmt: Format,
-    decided: str,
-    cuts: list[int],
-    jobs: int,
-    on_progress: Progress | None,
-    while_parsing: Callable[[], None] | None,
+    ctx: Any, shared: Any, job: _Job, on_progress: Progress | None, while_parsing: Callable[[], None] | None
 ) -> list[_Part]:
+    cuts = job.cuts
     n = len(cuts) - 1
     size = cuts[-1]
-    workers = min(jobs, n)
+    workers = min(job.jobs, n)
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(shared,)) as pool:
         # largest parts first: the small ones fill in at the end
         biggest_first = sorted(range(n), key=lambda i: cuts[i] - cuts[i + 1])
         submitted = {
-            i: pool.submit(_parse_part, str(path), cuts[i], cuts[i + 1], fmt, decided, i == n - 1, i)
+            i: pool.submit(_parse_part, job.path, cuts[i], cuts[i + 1], job.fmt, job.decided, i == n - 1, i)
             for i in biggest_first
         }
         futures = [submitted[i] for i in range(n)]
