@@ -230,7 +230,8 @@ def load_with_progress(path: str, store: Any, progress: TextIO, jobs: int = 1, e
     from detector.source.openmetrics.parallel import load_file
 
     t0 = last = time.monotonic()
-    state = [0, 1, 0]  # bytes read, file size, samples
+    size = os.path.getsize(path)
+    state = [0, size, 0]  # bytes read, file size, samples
 
     def show(end: str = "") -> None:
         done, total, samples = state
@@ -251,7 +252,6 @@ def load_with_progress(path: str, store: Any, progress: TextIO, jobs: int = 1, e
             show()
 
     stats = load_file(path, store, jobs=jobs, on_progress=on_progress, while_parsing=_import_evaluation)
-    size = os.path.getsize(path)
     state[:] = [size, size, stats.samples]
     show("\n")
     return stats.samples

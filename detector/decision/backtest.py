@@ -60,7 +60,7 @@ def run_backtest(
     slices = _slices(len(times), jobs) if forkable(source) and ctx is not None else [(0, len(times))]
     if len(slices) > 1:
         try:
-            observed = _observe_in_slices(p, ctx, pack, source, pipeline, times, slices, bar)
+            observed = _observe_in_slices(p, source, ctx, times, slices, bar)
         except BrokenProcessPool:
             log.warning("a backtest process was lost; evaluating in this one")
             p, bar = Pipeline(pipeline, pack, source), _Bar(progress, len(times))
@@ -76,19 +76,13 @@ def run_backtest(
 
 
 def _observe_in_slices(
-    p: Pipeline,
-    ctx: Any,
-    pack: Pack,
-    source: Source,
-    pipeline: str,
-    times: Sequence[float],
-    slices: list[tuple[int, int]],
-    bar: _Bar,
+    p: Pipeline, source: Source, ctx: Any, times: Sequence[float], slices: list[tuple[int, int]], bar: _Bar
 ) -> list[tuple[EvidenceSet, MetaReport]]:
-    """The evidence at every time: the first slice here, the others in forked processes."""
+    """The evidence at every time: the first slice by `p`, the others in forked processes by
+    pipelines like it over `source`."""
     global _WORK
     done = ctx.Array("q", len(slices), lock=False)
-    _WORK = (pack, source, pipeline, times, done)
+    _WORK = (p.pack, source, p.name, times, done)
     try:
         with concurrent.futures.ProcessPoolExecutor(len(slices) - 1, mp_context=ctx) as pool:
             futures = [pool.submit(_observe_slice, i, a, b) for i, (a, b) in enumerate(slices) if i > 0]

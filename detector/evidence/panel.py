@@ -202,4 +202,3 @@ def _balanced_panel(xz: np.ndarray, yz: np.ndarray, m: np.ndarray, rows: np.ndar
     else:
         zd = z - (z.sum(axis=2) / float(steps))[:, :, None]
     return Panel(m, z[0], z[1], zd[0], zd[1], units * steps, two_way)
-

@@ -130,7 +130,6 @@ class RefBatch:
         return len(self.refs)
 
 
-
 # --------------------------------------------------------------------------- samples of one append
 
 

@@ -275,20 +275,20 @@ class _Parser:
             run = _split_lines(text or "") if run is None else run
             yield from self._lines(run[:1])
             run, text = run[1:], None
-        if run is not None and not run:
+        body = "".join(run or ()) if text is None else text
+        if not body:
             return
-        if text is None:
-            text = "".join(run or ())
-        n = len(run) if run is not None else text.count("\n")
-        if self.saw_eof or "\r" in text or text.count("\n") != n or not text.endswith("\n"):
-            yield from self._lines(_split_lines(text) if run is None else run)
+        lines = run  # cut from `body` only if the line-by-line path needs them
+        n = body.count("\n")
+        if self.saw_eof or "\r" in body or (lines is not None and n != len(lines)) or not body.endswith("\n"):
+            yield from self._lines(_split_lines(body) if lines is None else lines)
             return
-        fields = _split_fields(text, n)
+        fields = _split_fields(body, n)
         pos = 0
         while pos < n:
             end = min(n, pos + self.max_buffered - self.buffered)
             if not self._bulk(*fields(pos, end)):
-                yield from self._lines((_split_lines(text) if run is None else run)[pos:])
+                yield from self._lines((_split_lines(body) if lines is None else lines)[pos:])
                 return
             pos = end
             if self.buffered >= self.max_buffered:
